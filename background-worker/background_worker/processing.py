@@ -1,0 +1,210 @@
+"""Processing one received message: parse, skip if done, run its handler, settle it.
+
+Outcomes and what they do to the message:
+- succeeded: outputs and manifest written, then acked;
+- duplicate: the manifest already exists (redelivery or replay), acked without running;
+- dead_lettered: a permanent failure (or the last transient attempt) was published to the
+  DLQ topic with its reason, then acked; if that publish fails, nacked, never dropped;
+- retried: a transient failure, nacked so the retry policy backs off;
+- cancelled: the execution is shutting down, nacked for prompt redelivery.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+
+from google.cloud import storage
+from google.pubsub_v1.types import ReceivedMessage
+
+from background_worker.acks import Settler
+from background_worker.context import TaskCancelled, TaskContext
+from background_worker.handlers import HandlerRegistry
+from background_worker.leases import LeaseKeeper
+from background_worker.outputs import read_manifest
+from taskcore.deadletter import dead_letter
+from taskcore.envelope import parse_message, peek_task_fields
+from taskcore.errors import PermanentTaskError, PublishError, TaskError
+from taskcore.logs import task_context
+from taskcore.publishing import Publisher
+from taskcore.settings import Settings
+from taskcore.task_types import TaskTypeRegistry
+
+log = logging.getLogger(__name__)
+
+# A lease outlives the task's time limit by this much, so a task that overruns and is
+# stopped still has time to be nacked before Pub/Sub redelivers it.
+LEASE_MARGIN_SECONDS = 30.0
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one message."""
+
+    SUCCEEDED = "succeeded"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+    RETRIED = "retried"
+    CANCELLED = "cancelled"
+    UNSETTLED = "unsettled"
+
+
+@dataclass
+class InFlight:
+    """A message being processed, with its context once it has been parsed."""
+
+    received: ReceivedMessage
+    context: TaskContext | None = None
+
+
+class TaskProcessor:
+    """Runs each received message to exactly one outcome."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        task_types: TaskTypeRegistry,
+        handlers: HandlerRegistry,
+        bucket: storage.Bucket,
+        publisher: Publisher,
+        settler: Settler,
+        leases: LeaseKeeper,
+        max_delivery_attempts: int,
+    ) -> None:
+        self.settings = settings
+        self.task_types = task_types
+        self.handlers = handlers
+        self.bucket = bucket
+        self.publisher = publisher
+        self.settler = settler
+        self.leases = leases
+        self.max_delivery_attempts = max_delivery_attempts
+        self.execution = settings.cloud_run_execution or "local"
+
+    def process(self, item: InFlight) -> Outcome:
+        """Process one message to its outcome; never raises for anything the task did."""
+        received = item.received
+        message = received.message
+        attributes = dict(message.attributes)
+        attempt = received.delivery_attempt or None  # 0 means no dead-letter policy
+        fields = peek_task_fields(message.data, attributes)
+        with task_context(**fields, delivery_attempt=attempt, message_id=message.message_id):
+            started = time.monotonic()
+            try:
+                outcome = self._run(item, attributes, attempt)
+            except Exception as exc:  # last line of defence: a bug here must not lose the message
+                log.exception("unexpected error processing message; returning it to the queue")
+                self.settler.nack([received.ack_id])
+                outcome = Outcome.RETRIED
+                del exc
+            finally:
+                self.leases.release(received.ack_id)
+            log.info(
+                "task %s",
+                outcome.value,
+                extra={
+                    "json_fields": {
+                        "event": f"task_{outcome.value}",
+                        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                    }
+                },
+            )
+            return outcome
+
+    def _run(self, item: InFlight, attributes: dict[str, str], attempt: int | None) -> Outcome:
+        received = item.received
+        data = received.message.data
+        try:
+            envelope, payload = parse_message(self.task_types, data, attributes)
+        except PermanentTaskError as exc:
+            return self._dead_letter(received, attributes, attempt, exc, {})
+        task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
+        with task_context(**task_fields):
+            if read_manifest(self.bucket, envelope.task_id) is not None:
+                self.settler.ack(received.ack_id)
+                return Outcome.DUPLICATE
+            handler = self.handlers.get(envelope.task_type)
+            if handler is None:
+                error = PermanentTaskError(
+                    f"no handler is registered for task_type {envelope.task_type!r}"
+                )
+                error.error_type = "no_handler"
+                return self._dead_letter(received, attributes, attempt, error, task_fields)
+            task_type = self.task_types.get(envelope.task_type)
+            ctx = TaskContext(
+                settings=self.settings,
+                envelope=envelope,
+                bucket=self.bucket,
+                delivery_attempt=attempt or 0,
+                time_limit=task_type.time_limit_seconds or self.settings.task_timeout_seconds,
+            )
+            item.context = ctx
+            self.leases.hold(received.ack_id, ctx.deadline + LEASE_MARGIN_SECONDS)
+            try:
+                handler(ctx, payload)
+                ctx.outputs.commit(envelope.task_type, self.execution)
+            except TaskCancelled:
+                self.settler.nack([received.ack_id])
+                return Outcome.CANCELLED
+            except PermanentTaskError as exc:
+                return self._dead_letter(received, attributes, attempt, exc, task_fields)
+            except Exception as exc:
+                return self._transient_failure(received, attributes, attempt, exc, task_fields)
+            self.settler.ack(received.ack_id)
+            return Outcome.SUCCEEDED
+
+    def _transient_failure(self, received, attributes, attempt, exc, task_fields) -> Outcome:
+        if attempt is not None and attempt >= self.max_delivery_attempts:
+            # The last attempt: dead-letter explicitly so the reason travels with the message.
+            return self._dead_letter(received, attributes, attempt, exc, task_fields)
+        log.warning(
+            "task failed (attempt %s), will retry: %s",
+            attempt,
+            _describe(exc),
+            extra={"json_fields": {"error_type": _error_type(exc)}},
+        )
+        self.settler.nack([received.ack_id])
+        return Outcome.RETRIED
+
+    def _dead_letter(self, received, attributes, attempt, exc, task_fields) -> Outcome:
+        error_type = _error_type(exc)
+        try:
+            dead_letter(
+                self.publisher,
+                received.message.data,
+                attributes,
+                error_type=error_type,
+                error_message=_describe(exc),
+                delivery_attempt=attempt,
+                task_fields=task_fields,
+            )
+        except PublishError as publish_exc:
+            # Never drop: without a confirmed dead letter the message goes back to the queue.
+            log.error("dead-letter publish failed; message returned to the queue: %s", publish_exc)
+            self.settler.nack([received.ack_id])
+            return Outcome.RETRIED
+        log.warning(
+            "task dead-lettered: %s",
+            _describe(exc),
+            extra={"json_fields": {"error_type": error_type}},
+        )
+        self.settler.ack(received.ack_id)
+        return Outcome.DEAD_LETTERED
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, TaskError):
+        return exc.error_type
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, TaskError):
+        # An unexpected exception: keep where it came from, for the operator reading the DLQ.
+        frames = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = "".join(f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames)
+        text = f"{type(exc).__name__}: {text}{where}"
+    return text

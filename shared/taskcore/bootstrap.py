@@ -1,0 +1,111 @@
+"""Idempotent creation of the pipeline's resources: topics, subscriptions and bucket.
+
+Terraform owns these in production; `taskctl bootstrap` creates the same shape on the
+emulators (or in a scratch project), and running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1, storage
+from google.protobuf import duration_pb2
+
+from taskcore.clients import storage_client
+from taskcore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETENTION_SECONDS = 7 * 24 * 3600
+# The longest retention Pub/Sub allows: dead letters wait for an operator.
+DLQ_RETENTION_SECONDS = 7 * 24 * 3600
+
+
+@dataclass
+class BootstrapReport:
+    """What bootstrap created and what already existed."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+def _ensure(report: BootstrapReport, name: str, create) -> None:
+    try:
+        create()
+        report.created.append(name)
+    except gexc.AlreadyExists:
+        report.existing.append(name)
+    except gexc.Conflict:  # GCS says 409 for a bucket that exists
+        report.existing.append(name)
+
+
+def worker_subscription_request(settings: Settings) -> dict:
+    """The worker subscription's shape: ack deadline, retry backoff and dead-letter policy."""
+    return {
+        "name": settings.subscription_path,
+        "topic": settings.topic_path,
+        "ack_deadline_seconds": settings.ack_deadline_seconds,
+        "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_SECONDS),
+        "retry_policy": {
+            "minimum_backoff": _duration(settings.retry_min_backoff_seconds),
+            "maximum_backoff": _duration(settings.retry_max_backoff_seconds),
+        },
+        "dead_letter_policy": {
+            "dead_letter_topic": settings.dlq_topic_path,
+            "max_delivery_attempts": settings.max_delivery_attempts,
+        },
+    }
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    whole = int(seconds)
+    return duration_pb2.Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9)))
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    publisher: pubsub_v1.PublisherClient | None = None,
+    subscriber: pubsub_v1.SubscriberClient | None = None,
+    gcs: storage.Client | None = None,
+) -> BootstrapReport:
+    """Create the topic, DLQ topic, worker and DLQ subscriptions and the bucket, if missing."""
+    publisher = publisher or pubsub_v1.PublisherClient()
+    subscriber = subscriber or pubsub_v1.SubscriberClient()
+    gcs = gcs or storage_client(settings)
+    report = BootstrapReport()
+    # The DLQ topic and its subscription come first: a dead-letter topic without a
+    # subscription silently loses what is dead-lettered to it.
+    _ensure(
+        report,
+        settings.dlq_topic_path,
+        lambda: publisher.create_topic(name=settings.dlq_topic_path),
+    )
+    _ensure(
+        report,
+        settings.dlq_subscription_path,
+        lambda: subscriber.create_subscription(
+            request={
+                "name": settings.dlq_subscription_path,
+                "topic": settings.dlq_topic_path,
+                "ack_deadline_seconds": 60,
+                "message_retention_duration": duration_pb2.Duration(seconds=DLQ_RETENTION_SECONDS),
+            }
+        ),
+    )
+    _ensure(report, settings.topic_path, lambda: publisher.create_topic(name=settings.topic_path))
+    _ensure(
+        report,
+        settings.subscription_path,
+        lambda: subscriber.create_subscription(request=worker_subscription_request(settings)),
+    )
+    _ensure(report, f"gs://{settings.bucket_name}", lambda: gcs.create_bucket(settings.bucket_name))
+    log.info(
+        "bootstrap done: %d created, %d existing",
+        len(report.created),
+        len(report.existing),
+        extra={"json_fields": {"created": report.created, "existing": report.existing}},
+    )
+    return report

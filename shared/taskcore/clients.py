@@ -1,0 +1,58 @@
+"""Client factories for Pub/Sub and Cloud Storage.
+
+The Google clients honour PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST themselves,
+so nothing here (or anywhere in business code) branches on emulators. Clients are
+created when asked for, never at import time; callers keep and reuse them.
+"""
+
+from __future__ import annotations
+
+import requests
+from google.api_core import retry as api_retry
+from google.cloud import pubsub_v1, storage
+from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+
+from taskcore.settings import Settings
+
+# Publishing retries briefly and then gives up, so callers can answer 503 in bounded time.
+PUBLISH_RETRY_INITIAL = 0.1
+PUBLISH_RETRY_MAX = 1.0
+
+
+def publisher_client(
+    settings: Settings, *, max_latency: float = 0.005
+) -> pubsub_v1.PublisherClient:
+    """A publisher that batches briefly and retries within the publish timeout."""
+    retry = api_retry.Retry(
+        initial=PUBLISH_RETRY_INITIAL,
+        maximum=PUBLISH_RETRY_MAX,
+        multiplier=2.0,
+        timeout=settings.publish_timeout_seconds,
+    )
+    return pubsub_v1.PublisherClient(
+        batch_settings=BatchSettings(
+            max_messages=100, max_bytes=1_000_000, max_latency=max_latency
+        ),
+        publisher_options=PublisherOptions(retry=retry, timeout=settings.publish_timeout_seconds),
+    )
+
+
+def subscriber_client(settings: Settings) -> pubsub_v1.SubscriberClient:
+    """A subscriber client for synchronous pull, acks and admin calls."""
+    return pubsub_v1.SubscriberClient()
+
+
+def storage_client(settings: Settings, *, pool_size: int = 64) -> storage.Client:
+    """A Cloud Storage client whose connection pool fits the worker's thread count."""
+    client = storage.Client(project=settings.project_id)
+    # requests keeps 10 connections per host by default; more threads than that would
+    # queue on the pool and open throw-away connections.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    client._http.mount("https://", adapter)
+    client._http.mount("http://", adapter)
+    return client
+
+
+def bucket(settings: Settings, client: storage.Client | None = None) -> storage.Bucket:
+    """The pipeline's bucket (no request is made)."""
+    return (client or storage_client(settings)).bucket(settings.bucket_name)

@@ -1,0 +1,77 @@
+"""One rooted error tree for the whole pipeline (after dramatiq's errors.py)."""
+
+from __future__ import annotations
+
+
+class TaskPipelineError(Exception):
+    """Raised when anything in the pipeline fails; the root of every error below."""
+
+
+class ConfigurationError(TaskPipelineError):
+    """Raised when settings read from the environment are missing or malformed."""
+
+
+class TaskError(TaskPipelineError):
+    """Raised when a task cannot be processed; the worker decides by subclass what happens next."""
+
+    error_type = "task_error"
+
+
+class PermanentTaskError(TaskError):
+    """Raised when retrying a task can never succeed; it is dead-lettered at once."""
+
+    error_type = "permanent"
+
+
+class InvalidTaskError(PermanentTaskError):
+    """Raised when a message body is not a valid task envelope for a known task type."""
+
+    error_type = "invalid_task"
+
+    def __init__(self, message: str, *, error_type: str | None = None, details=None) -> None:
+        super().__init__(message)
+        if error_type:
+            self.error_type = error_type
+        self.details = details or []
+
+
+class MissingInputError(PermanentTaskError):
+    """Raised when a task names an input object that does not exist in the bucket."""
+
+    error_type = "missing_input"
+
+
+class TransientTaskError(TaskError):
+    """Raised when a task failed for a reason that may pass; the message is retried with backoff."""
+
+    error_type = "transient"
+
+
+class TaskTimeoutError(TransientTaskError):
+    """Raised when a task ran past its time limit."""
+
+    error_type = "timeout"
+
+
+class InfrastructureError(TaskPipelineError):
+    """Raised when Pub/Sub or Cloud Storage stays unreachable past retries."""
+
+
+class PublishError(InfrastructureError):
+    """Raised when a message could not be published (topic missing, emulator or service down)."""
+
+
+class EmulatorError(TaskPipelineError):
+    """Raised when a local emulator cannot be found or started."""
+
+
+class ApiRequestError(TaskPipelineError):
+    """Raised when the submit API refuses a request; carries its HTTP status, error code and details."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, code: str = "bad_request", details=None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details or []

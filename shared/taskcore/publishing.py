@@ -1,0 +1,93 @@
+"""Publishing tasks to the topic, with a bounded wait for Pub/Sub's confirmation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from taskcore.clients import publisher_client
+from taskcore.envelope import MAX_MESSAGE_BYTES, TaskEnvelope
+from taskcore.errors import InvalidTaskError, PublishError
+from taskcore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Pub/Sub's attribute limits: keys ≤ 256 bytes, values ≤ 1024 bytes, ≤ 100 attributes.
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+
+
+def check_attributes(attributes: Mapping[str, str]) -> None:
+    """Raise InvalidTaskError when attributes break Pub/Sub's limits."""
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise InvalidTaskError(
+            f"more than {MAX_ATTRIBUTES} attributes", error_type="attribute_limit"
+        )
+    for key, value in attributes.items():
+        if not key or len(key.encode()) > MAX_ATTRIBUTE_KEY_BYTES or key.startswith("goog"):
+            raise InvalidTaskError(
+                f"attribute key {key[:40]!r} is not allowed", error_type="attribute_limit"
+            )
+        if len(value.encode()) > MAX_ATTRIBUTE_VALUE_BYTES:
+            raise InvalidTaskError(
+                f"attribute {key!r} is over {MAX_ATTRIBUTE_VALUE_BYTES} bytes",
+                error_type="attribute_limit",
+            )
+
+
+def truncate_utf8(text: str, max_bytes: int = MAX_ATTRIBUTE_VALUE_BYTES) -> str:
+    """Cut text to at most max_bytes of UTF-8 without splitting a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode("utf-8", errors="ignore") + "..."
+
+
+class Publisher:
+    """Publishes raw messages and task envelopes, waiting at most the publish timeout."""
+
+    def __init__(self, settings: Settings, client: pubsub_v1.PublisherClient | None = None) -> None:
+        self.settings = settings
+        self.client = client or publisher_client(settings)
+
+    def publish(self, topic_path: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish one message and return its id once Pub/Sub has confirmed it."""
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise InvalidTaskError(
+                f"message is {len(data)} bytes; Pub/Sub's limit is {MAX_MESSAGE_BYTES}",
+                error_type="message_too_large",
+            )
+        check_attributes(attributes)
+        try:
+            future = self.client.publish(topic_path, data, **dict(attributes))
+            return future.result(timeout=self.settings.publish_timeout_seconds)
+        except (gexc.GoogleAPICallError, gexc.RetryError, TimeoutError) as exc:
+            raise PublishError(
+                f"publish to {topic_path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except Exception as exc:  # the batching thread surfaces transport errors as others
+            if isinstance(exc, InvalidTaskError):
+                raise
+            raise PublishError(
+                f"publish to {topic_path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def publish_task(
+        self, envelope: TaskEnvelope, extra_attributes: Mapping[str, str] | None = None
+    ) -> str:
+        """Publish a task to the task topic; returns the Pub/Sub message id."""
+        data, attributes = envelope.to_message()
+        if extra_attributes:
+            attributes.update(extra_attributes)
+        return self.publish(self.settings.topic_path, data, attributes)
+
+    def close(self) -> None:
+        """Flush pending batches and stop the client's threads."""
+        try:
+            self.client.stop()
+        except Exception:  # stop() raises if called twice; closing is best effort
+            log.debug("publisher stop failed", exc_info=True)

@@ -1,0 +1,259 @@
+"""Settings: every environment variable the pipeline reads, read here and nowhere else.
+
+The recipe's names (GOOGLE_CLOUD_PROJECT, TOPIC_NAME, SUBSCRIPTION_NAME, BUCKET_NAME,
+MAX_MESSAGES, PORT) are kept so existing deployments carry over. Every default works
+locally with no variable set. Nothing is read at import time: call `Settings.from_env()`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from taskcore.errors import ConfigurationError
+
+Scope = Literal["api", "worker", "both", "local"]
+
+
+def _env(name: str, default, scope: Scope, description: str, **constraints):
+    """Declare one setting: its environment variable, default, who reads it, and why."""
+    return Field(
+        default,
+        alias=name,
+        description=description,
+        json_schema_extra={"scope": scope},
+        **constraints,
+    )
+
+
+class Settings(BaseModel):
+    """The typed configuration of the API, the worker and the CLI."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    # --- the recipe's names -----------------------------------------------------------------
+    project_id: str = _env(
+        "GOOGLE_CLOUD_PROJECT",
+        "local-project",
+        "both",
+        "Project that owns the topic, subscriptions and bucket.",
+    )
+    topic_name: str = _env(
+        "TOPIC_NAME", "background-tasks", "both", "Topic tasks are published to."
+    )
+    subscription_name: str = _env(
+        "SUBSCRIPTION_NAME",
+        "background-tasks-worker",
+        "both",
+        "Pull subscription the worker drains.",
+    )
+    bucket_name: str = _env(
+        "BUCKET_NAME",
+        "local-task-outputs",
+        "both",
+        "Bucket for uploads, outputs, status records and archives.",
+    )
+    max_messages: int = _env(
+        "MAX_MESSAGES",
+        0,
+        "worker",
+        "Most messages one worker execution takes; 0 means no cap.",
+        ge=0,
+    )
+    port: int = _env(
+        "PORT", 8080, "api", "Port the API listens on (Cloud Run sets it).", ge=1, le=65535
+    )
+
+    # --- dead letters -----------------------------------------------------------------------
+    dlq_topic_name: str = _env(
+        "DLQ_TOPIC_NAME", "background-tasks-dlq", "both", "Dead-letter topic for failed tasks."
+    )
+    dlq_subscription_name: str = _env(
+        "DLQ_SUBSCRIPTION_NAME",
+        "background-tasks-dlq-sub",
+        "both",
+        "Subscription on the dead-letter topic that operators browse and replay from.",
+    )
+    max_delivery_attempts: int = _env(
+        "MAX_DELIVERY_ATTEMPTS",
+        5,
+        "both",
+        "Deliveries before a task is dead-lettered (5 to 100).",
+        ge=5,
+        le=100,
+    )
+
+    # --- subscription shape (used by `taskctl bootstrap`; Terraform sets the same in prod) ---
+    ack_deadline_seconds: int = _env(
+        "ACK_DEADLINE_SECONDS",
+        60,
+        "local",
+        "Ack deadline of the worker subscription.",
+        ge=10,
+        le=600,
+    )
+    retry_min_backoff_seconds: float = _env(
+        "RETRY_MIN_BACKOFF_SECONDS", 10.0, "local", "Retry policy minimum backoff.", ge=0, le=600
+    )
+    retry_max_backoff_seconds: float = _env(
+        "RETRY_MAX_BACKOFF_SECONDS", 600.0, "local", "Retry policy maximum backoff.", ge=0, le=600
+    )
+
+    # --- worker -----------------------------------------------------------------------------
+    worker_concurrency: int = _env(
+        "WORKER_CONCURRENCY",
+        32,
+        "worker",
+        "Tasks one execution runs at once (threads).",
+        ge=1,
+        le=512,
+    )
+    idle_timeout_seconds: float = _env(
+        "IDLE_TIMEOUT_SECONDS",
+        3.0,
+        "worker",
+        "Exit once the subscription stays empty this long.",
+        gt=0,
+        le=300,
+    )
+    pull_batch_size: int = _env(
+        "PULL_BATCH_SIZE",
+        100,
+        "worker",
+        "Messages asked for in one synchronous pull.",
+        ge=1,
+        le=1000,
+    )
+    task_timeout_seconds: float = _env(
+        "TASK_TIMEOUT_SECONDS", 300.0, "worker", "Default time limit of one task.", gt=0
+    )
+    run_budget_seconds: float = _env(
+        "RUN_BUDGET_SECONDS",
+        540.0,
+        "worker",
+        "Stop pulling after this long; keep it safely below the job's task timeout (0: no budget).",
+        ge=0,
+    )
+    shutdown_grace_seconds: float = _env(
+        "SHUTDOWN_GRACE_SECONDS",
+        7.0,
+        "worker",
+        "After SIGTERM, how long in-flight tasks may finish before they are nacked (Cloud Run allows 10 s).",
+        ge=0,
+        le=60,
+    )
+    max_processing_time_seconds: float = _env(
+        "MAX_PROCESSING_TIME_SECONDS",
+        30.0,
+        "both",
+        "Cap on the recipe's simulated processing_time.",
+        ge=0,
+    )
+
+    # --- API --------------------------------------------------------------------------------
+    max_upload_bytes: int = _env(
+        "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, "api", "Largest file POST /uploads accepts.", gt=0
+    )
+    publish_timeout_seconds: float = _env(
+        "PUBLISH_TIMEOUT_SECONDS",
+        5.0,
+        "api",
+        "How long a submit waits for Pub/Sub before answering 503.",
+        gt=0,
+    )
+    api_workers: int = _env(
+        "API_WORKERS",
+        2,
+        "api",
+        "gunicorn worker processes of the API (about one per vCPU).",
+        ge=1,
+        le=16,
+    )
+    api_threads: int = _env(
+        "API_THREADS", 16, "api", "Request threads per API worker process.", ge=1, le=256
+    )
+
+    # --- logging and the Cloud Run execution ------------------------------------------------
+    log_level: str = _env("LOG_LEVEL", "INFO", "both", "Python log level.")
+    cloud_run_execution: str | None = _env(
+        "CLOUD_RUN_EXECUTION", None, "worker", "Set by Cloud Run Jobs: the execution name."
+    )
+    cloud_run_task_index: int = _env(
+        "CLOUD_RUN_TASK_INDEX", 0, "worker", "Set by Cloud Run Jobs: this task's index.", ge=0
+    )
+    cloud_run_task_count: int = _env(
+        "CLOUD_RUN_TASK_COUNT", 1, "worker", "Set by Cloud Run Jobs: tasks in the execution.", ge=1
+    )
+
+    # --- emulators: the Google clients read these themselves; kept here to report them -----
+    pubsub_emulator_host: str | None = _env(
+        "PUBSUB_EMULATOR_HOST", None, "local", "host:port of a Pub/Sub emulator (local only)."
+    )
+    storage_emulator_host: str | None = _env(
+        "STORAGE_EMULATOR_HOST", None, "local", "URL of a GCS emulator (local only)."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Read settings from the environment (or a given mapping), then apply overrides."""
+        environ = os.environ if environ is None else environ
+        data = {name: environ[name] for name in env_var_names() if environ.get(name, "") != ""}
+        data.update(overrides)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(f"invalid settings: {problems}") from exc
+
+    def replace(self, **changes) -> Settings:
+        """Return a copy with some fields changed (by field name), validated again."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    # --- derived resource paths -------------------------------------------------------------
+    @property
+    def topic_path(self) -> str:
+        return f"projects/{self.project_id}/topics/{self.topic_name}"
+
+    @property
+    def subscription_path(self) -> str:
+        return f"projects/{self.project_id}/subscriptions/{self.subscription_name}"
+
+    @property
+    def dlq_topic_path(self) -> str:
+        return f"projects/{self.project_id}/topics/{self.dlq_topic_name}"
+
+    @property
+    def dlq_subscription_path(self) -> str:
+        return f"projects/{self.project_id}/subscriptions/{self.dlq_subscription_name}"
+
+    def execution_labels(self) -> dict[str, str | int]:
+        """The Cloud Run Job fields every worker log line carries."""
+        return {
+            "cloud_run_execution": self.cloud_run_execution or "local",
+            "cloud_run_task_index": self.cloud_run_task_index,
+            "cloud_run_task_count": self.cloud_run_task_count,
+        }
+
+
+def env_var_names(scope: Scope | None = None) -> list[str]:
+    """Every environment variable Settings reads, optionally only those of one scope."""
+    names = []
+    for field in Settings.model_fields.values():
+        field_scope = (field.json_schema_extra or {}).get("scope")
+        if (
+            scope is None
+            or field_scope == scope
+            or (field_scope == "both" and scope in ("api", "worker"))
+        ):
+            names.append(field.alias)
+    return names

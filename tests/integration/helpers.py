@@ -1,0 +1,91 @@
+"""Helpers for integration tests: publish tasks, read outputs, pull dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from google.cloud import pubsub_v1
+
+from taskcore.clients import bucket as make_bucket
+from taskcore.clients import storage_client
+from taskcore.envelope import build_envelope
+from taskcore.publishing import Publisher
+from taskcore.settings import Settings
+from taskcore.task_types import default_registry
+
+
+def publish_tasks(settings: Settings, specs: list[tuple[str, dict]]) -> list[str]:
+    """Publish (task_type, fields) specs as envelopes; return their task ids."""
+    registry = default_registry()
+    publisher = Publisher(settings)
+    try:
+        ids = []
+        for task_type, fields in specs:
+            envelope, _ = build_envelope(registry, task_type, fields)
+            publisher.publish_task(envelope)
+            ids.append(envelope.task_id)
+        return ids
+    finally:
+        publisher.close()
+
+
+def publish_raw(settings: Settings, data: bytes, **attributes: str) -> str:
+    """Publish arbitrary bytes to the task topic (for poison-message tests)."""
+    publisher = Publisher(settings)
+    try:
+        return publisher.publish(settings.topic_path, data, attributes)
+    finally:
+        publisher.close()
+
+
+def upload(settings: Settings, name: str, data: bytes, content_type: str = "text/plain") -> str:
+    """Put an input object under uploads/ and return its gs:// URI."""
+    blob = make_bucket(settings, storage_client(settings)).blob(f"uploads/{name}")
+    blob.upload_from_string(data, content_type=content_type)
+    return f"gs://{settings.bucket_name}/uploads/{name}"
+
+
+def outputs_of(settings: Settings, task_id: str) -> dict[str, bytes]:
+    """Every output object of task_id, by name under outputs/<task_id>/."""
+    bucket = make_bucket(settings, storage_client(settings))
+    prefix = f"outputs/{task_id}/"
+    return {
+        blob.name[len(prefix) :]: blob.download_as_bytes()
+        for blob in bucket.list_blobs(prefix=prefix)
+    }
+
+
+def manifest_of(settings: Settings, task_id: str) -> dict | None:
+    """The task's manifest, or None if it did not complete."""
+    data = outputs_of(settings, task_id).get("manifest.json")
+    return json.loads(data) if data else None
+
+
+def pull_all(
+    settings: Settings, subscription_path: str, *, wait: float = 2.0, ack: bool = True
+) -> list:
+    """Pull until the subscription stays empty for `wait` seconds; return the messages."""
+    subscriber = pubsub_v1.SubscriberClient()
+    messages = []
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < wait:
+            response = subscriber.pull(
+                request={"subscription": subscription_path, "max_messages": 500}, timeout=5
+            )
+            if response.received_messages:
+                quiet_since = time.monotonic()
+                messages.extend(response.received_messages)
+                if ack:
+                    subscriber.acknowledge(
+                        request={
+                            "subscription": subscription_path,
+                            "ack_ids": [m.ack_id for m in response.received_messages],
+                        }
+                    )
+            else:
+                time.sleep(0.1)
+    finally:
+        subscriber.close()
+    return messages

@@ -1,0 +1,78 @@
+"""The worker drains the subscription, writes outputs, dead-letters failures, and exits."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from background_worker.handlers import default_handlers
+from background_worker.worker import drain_subscription
+from tests.integration.helpers import manifest_of, outputs_of, publish_tasks, pull_all, upload
+
+pytestmark = pytest.mark.integration
+
+
+def test_drain_writes_outputs_for_each_task_and_exits_when_idle(pipeline):
+    upload(pipeline, "report.txt", b"hello world\r\nsecond line  \n")
+    ids = publish_tasks(
+        pipeline,
+        [
+            ("file_processing", {"filename": "report.txt"}),
+            ("data_transformation", {"dataset_size": 50, "transformation": "aggregation"}),
+        ],
+    )
+    started = time.monotonic()
+    summary = drain_subscription(pipeline)
+    elapsed = time.monotonic() - started
+
+    assert summary.stop_reason == "idle"
+    assert summary.outcomes["succeeded"] == 2
+    assert elapsed < 30
+    file_outputs = outputs_of(pipeline, ids[0])
+    assert file_outputs["processed.txt"] == b"hello world\nsecond line\n"
+    metadata = json.loads(file_outputs["metadata.json"])
+    assert metadata["line_count"] == 2 and metadata["word_count"] == 4
+    results = json.loads(outputs_of(pipeline, ids[1])["results.json"])
+    assert results["transformation"] == "aggregate"
+    assert sum(g["count"] for g in results["groups"].values()) == 50
+    assert manifest_of(pipeline, ids[0])["task_type"] == "file_processing"
+
+
+def test_missing_input_is_dead_lettered_at_once_with_reason(pipeline):
+    (task_id,) = publish_tasks(pipeline, [("file_processing", {"filename": "absent.txt"})])
+    summary = drain_subscription(pipeline)
+
+    assert summary.outcomes["dead_lettered"] == 1
+    (dead,) = pull_all(pipeline, pipeline.dlq_subscription_path)
+    attrs = dict(dead.message.attributes)
+    assert attrs["error_type"] == "missing_input"
+    assert "absent.txt" in attrs["error_message"]
+    assert attrs["task_id"] == task_id
+    assert attrs["source_subscription"] == pipeline.subscription_path
+    assert json.loads(dead.message.data)["task_id"] == task_id
+
+
+def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts(pipeline):
+    calls = []
+
+    def broken(ctx, payload):
+        calls.append(ctx.delivery_attempt)
+        raise RuntimeError("backend said no")
+
+    handlers = default_handlers()
+    handlers.register("data_transformation", broken)
+    (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
+    summary = drain_subscription(pipeline, handlers=handlers)
+
+    assert calls == [1, 2, 3, 4, 5]
+    assert summary.outcomes["retried"] == 4
+    assert summary.outcomes["dead_lettered"] == 1
+    (dead,) = pull_all(pipeline, pipeline.dlq_subscription_path)
+    attrs = dict(dead.message.attributes)
+    assert attrs["error_type"] == "RuntimeError"
+    assert "backend said no" in attrs["error_message"]
+    assert attrs["delivery_attempt"] == "5"
+    assert attrs["task_id"] == task_id
+    assert outputs_of(pipeline, task_id) == {}
