@@ -1,0 +1,155 @@
+"""taskctl: bootstrap resources, serve the API, run a worker execution, submit tasks, run locally.
+
+Every option also reads an environment variable (shown in --help); settings themselves
+come from the environment through taskcore.settings.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from taskcore.errors import TaskPipelineError
+from taskcore.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except TaskPipelineError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def main() -> None:
+    """Operate the Pub/Sub task pipeline."""
+
+
+@main.command()
+def bootstrap() -> None:
+    """Create the topic, subscriptions (with dead-letter policy), DLQ and bucket if missing."""
+    from taskcore.bootstrap import bootstrap as run_bootstrap
+    from taskcore.logs import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    report = run_bootstrap(settings)
+    for name in report.created:
+        click.echo(f"created  {name}", err=True)
+    for name in report.existing:
+        click.echo(f"exists   {name}", err=True)
+
+
+@main.command()
+@click.option("--host", envvar="HOST", default="0.0.0.0", help="Interface to bind.")
+@click.option("--port", envvar="PORT", type=int, default=None, help="Port (default: PORT setting).")
+def api(host: str, port: int | None) -> None:
+    """Serve the submit API with gunicorn (threads, --timeout 0)."""
+    from task_api.server import serve
+
+    settings = _settings()
+    serve(settings, host=host, port=port or settings.port)
+
+
+@main.command()
+def worker() -> None:
+    """Run one worker execution: drain the subscription, then exit."""
+    from background_worker.execution import run_execution
+
+    sys.exit(run_execution())
+
+
+def parse_field(text: str) -> tuple[str, object]:
+    """Parse field=value; the value is JSON when it parses as JSON, else a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"{text!r} is not field=value")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value
+
+
+@main.command()
+@click.argument("task_type")
+@click.argument("fields", nargs=-1)
+@click.option(
+    "--api-url", envvar="TASK_API_URL", default="http://127.0.0.1:8080", help="The API's base URL."
+)
+@click.option(
+    "--api-key", envvar="TASK_API_KEY", default=None, help="API key, if the API requires one."
+)
+def submit(task_type: str, fields: tuple[str, ...], api_url: str, api_key: str | None) -> None:
+    """Submit a task through the API: taskctl submit file_processing filename=report.csv"""
+    import requests
+
+    body = {"task_type": task_type, **dict(parse_field(f) for f in fields)}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = requests.post(
+            f"{api_url.rstrip('/')}/submit-task", json=body, headers=headers, timeout=15
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach the API at {api_url}: {exc}") from None
+    click.echo(json.dumps(response.json(), indent=2) if response.content else response.status_code)
+    if response.status_code >= 400:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--port", envvar="PORT", type=int, default=8080, help="API port.")
+@click.option(
+    "--worker-interval",
+    envvar="WORKER_INTERVAL_SECONDS",
+    type=float,
+    default=5.0,
+    help="Seconds between scheduled worker executions.",
+)
+@click.option(
+    "--data-dir", envvar="TASKCTL_DATA_DIR", default=".local", help="Where emulator logs go."
+)
+def dev(port: int, worker_interval: float, data_dir: str) -> None:
+    """Run the whole stack locally: emulators, bootstrap, API, and scheduled worker executions."""
+    from taskcore.devstack import run_dev_stack
+
+    run_dev_stack(port=port, worker_interval=worker_interval, data_dir=data_dir)
+
+
+@main.group()
+def emulator() -> None:
+    """Run a local emulator in the foreground."""
+
+
+@emulator.command("gcs")
+@click.option("--host", envvar="GCS_EMULATOR_HOST_BIND", default="127.0.0.1")
+@click.option("--port", envvar="GCS_EMULATOR_PORT", type=int, default=9023)
+@click.option(
+    "--data-dir",
+    envvar="GCS_EMULATOR_DATA_DIR",
+    default=None,
+    help="Persist here (default: memory).",
+)
+def emulator_gcs(host: str, port: int, data_dir: str | None) -> None:
+    """The local GCS emulator (gcp-storage-emulator with create-only preconditions enforced)."""
+    import os
+
+    argv = [sys.executable, "-m", "taskcore.emulators.gcs", "--host", host, "--port", str(port)]
+    os.execv(sys.executable, argv + (["--data-dir", data_dir] if data_dir else []))
+
+
+def _mount_pubsub_emulator() -> None:
+    # The pure-Python Pub/Sub emulator ships its own click command.
+    try:
+        from taskcore.emulators.pubsub.cli import pubsub_command
+    except ImportError:
+        return
+    emulator.add_command(pubsub_command, "pubsub")
+
+
+_mount_pubsub_emulator()
+
+if __name__ == "__main__":
+    main()
