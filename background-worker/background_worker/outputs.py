@@ -2,7 +2,8 @@
 
 Every output name derives from task_id, and every write is create-only
 (if_generation_match=0), so a redelivered or replayed task can never produce a second,
-different output. The manifest is written last: its presence means "this task is done".
+different output. The task's status record (taskcore.status), written after the outputs,
+is what marks it done.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 OUTPUT_PREFIX = "outputs"
-MANIFEST = "manifest.json"
 
 
 def output_prefix(task_id: str) -> str:
@@ -24,21 +23,8 @@ def output_prefix(task_id: str) -> str:
     return f"{OUTPUT_PREFIX}/{task_id}/"
 
 
-def manifest_name(task_id: str) -> str:
-    """The object whose existence marks task_id as done."""
-    return output_prefix(task_id) + MANIFEST
-
-
-def read_manifest(bucket: storage.Bucket, task_id: str) -> dict | None:
-    """The task's manifest if the task already completed, else None."""
-    try:
-        return json.loads(bucket.blob(manifest_name(task_id)).download_as_bytes())
-    except gexc.NotFound:
-        return None
-
-
 class OutputWriter:
-    """Writes one task's outputs create-only and records them for the manifest."""
+    """Writes one task's outputs create-only and remembers their URIs for the status record."""
 
     def __init__(
         self, bucket: storage.Bucket, task_id: str, check_alive: Callable[[], None]
@@ -75,15 +61,3 @@ class OutputWriter:
         return self.write(
             name, json.dumps(value, indent=2, sort_keys=True, default=str), "application/json"
         )
-
-    def commit(self, task_type: str, execution: str) -> dict:
-        """Write the manifest last, marking the task done; returns it."""
-        manifest = {
-            "task_id": self.task_id,
-            "task_type": task_type,
-            "outputs": self.written,
-            "completed_at": datetime.now(UTC).isoformat(),
-            "execution": execution,
-        }
-        self.write(MANIFEST, json.dumps(manifest, indent=2), "application/json")
-        return manifest

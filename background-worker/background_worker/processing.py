@@ -1,8 +1,9 @@
 """Processing one received message: parse, skip if done, run its handler, settle it.
 
 Outcomes and what they do to the message:
-- succeeded: outputs and manifest written, then acked;
-- duplicate: the manifest already exists (redelivery or replay), acked without running;
+- succeeded: outputs written, then the `succeeded` status record, then acked;
+- duplicate: the status record already says succeeded (redelivery or replay): acked
+  without running again;
 - dead_lettered: a permanent failure (or the last transient attempt) was published to the
   DLQ topic with its reason, then acked; if that publish fails, nacked, never dropped;
 - retried: a transient failure, nacked so the retry policy backs off;
@@ -16,6 +17,7 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from google.cloud import storage
 from google.pubsub_v1.types import ReceivedMessage
@@ -24,13 +26,13 @@ from background_worker.acks import Settler
 from background_worker.context import TaskCancelled, TaskContext
 from background_worker.handlers import HandlerRegistry
 from background_worker.leases import LeaseKeeper
-from background_worker.outputs import read_manifest
 from taskcore.deadletter import dead_letter
 from taskcore.envelope import parse_message, peek_task_fields
 from taskcore.errors import PermanentTaskError, PublishError, TaskError
 from taskcore.logs import task_context
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
+from taskcore.status import StatusStore, TaskState, TaskStatus
 from taskcore.task_types import TaskTypeRegistry
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class TaskProcessor:
         self.leases = leases
         self.max_delivery_attempts = max_delivery_attempts
         self.execution = settings.cloud_run_execution or "local"
+        self.status = StatusStore(bucket)
 
     def process(self, item: InFlight) -> Outcome:
         """Process one message to its outcome; never raises for anything the task did."""
@@ -119,19 +122,33 @@ class TaskProcessor:
         try:
             envelope, payload = parse_message(self.task_types, data, attributes)
         except PermanentTaskError as exc:
-            return self._dead_letter(received, attributes, attempt, exc, {})
+            return self._dead_letter(received, attributes, attempt, exc, {}, None)
         task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
         with task_context(**task_fields):
-            if read_manifest(self.bucket, envelope.task_id) is not None:
+            previous = self.status.get(envelope.task_id)
+            if previous is not None and previous.state == TaskState.SUCCEEDED:
                 self.settler.ack(received.ack_id)
                 return Outcome.DUPLICATE
+            status = TaskStatus(
+                task_id=envelope.task_id,
+                task_type=envelope.task_type,
+                state=TaskState.RUNNING,
+                # Pub/Sub counts attempts when a dead-letter policy is set; otherwise we do.
+                attempts=attempt or ((previous.attempts if previous else 0) + 1),
+                last_error=previous.last_error if previous else None,
+                submitted_at=envelope.submitted_at,
+                started_at=_now(),
+                execution=self.execution,
+                message_id=received.message.message_id,
+                replay_count=int(attributes.get("replay_count") or 0),
+            )
             handler = self.handlers.get(envelope.task_type)
             if handler is None:
                 error = PermanentTaskError(
                     f"no handler is registered for task_type {envelope.task_type!r}"
                 )
                 error.error_type = "no_handler"
-                return self._dead_letter(received, attributes, attempt, error, task_fields)
+                return self._dead_letter(received, attributes, attempt, error, task_fields, status)
             task_type = self.task_types.get(envelope.task_type)
             ctx = TaskContext(
                 settings=self.settings,
@@ -143,32 +160,65 @@ class TaskProcessor:
             item.context = ctx
             self.leases.hold(received.ack_id, ctx.deadline + LEASE_MARGIN_SECONDS)
             try:
+                self.status.put(status)
                 handler(ctx, payload)
-                ctx.outputs.commit(envelope.task_type, self.execution)
+                ctx.check_alive()
+                self._update(
+                    status, TaskState.SUCCEEDED, outputs=[o["uri"] for o in ctx.outputs.written]
+                )
             except TaskCancelled:
                 self.settler.nack([received.ack_id])
                 return Outcome.CANCELLED
             except PermanentTaskError as exc:
-                return self._dead_letter(received, attributes, attempt, exc, task_fields)
+                return self._dead_letter(received, attributes, attempt, exc, task_fields, status)
             except Exception as exc:
-                return self._transient_failure(received, attributes, attempt, exc, task_fields)
+                return self._transient_failure(
+                    received, attributes, attempt, exc, task_fields, status
+                )
             self.settler.ack(received.ack_id)
             return Outcome.SUCCEEDED
 
-    def _transient_failure(self, received, attributes, attempt, exc, task_fields) -> Outcome:
+    def _update(self, status: TaskStatus | None, state: TaskState, exc=None, **fields) -> None:
+        """Write the task's new state; the write's own failure is logged, never fatal here."""
+        if status is None:
+            return
+        changes = {"state": state, "updated_at": _now(), **fields}
+        if state != TaskState.RUNNING:
+            changes["finished_at"] = changes["updated_at"]
+        if exc is not None:
+            changes["last_error"] = {
+                "type": _error_type(exc),
+                "message": _describe(exc)[:2000],
+                "at": changes["updated_at"].isoformat(),
+            }
+        new = status.model_copy(update=changes)
+        if state == TaskState.SUCCEEDED:
+            # This record marks the task done; if it cannot be written the task must not be
+            # acked, so the error propagates (a redelivery finds the outputs and finishes).
+            self.status.put(new)
+            return
+        try:
+            self.status.put(new)
+        except Exception as write_exc:
+            log.warning("status record not updated to %s: %s", state.value, write_exc)
+
+    def _transient_failure(
+        self, received, attributes, attempt, exc, task_fields, status
+    ) -> Outcome:
         if attempt is not None and attempt >= self.max_delivery_attempts:
             # The last attempt: dead-letter explicitly so the reason travels with the message.
-            return self._dead_letter(received, attributes, attempt, exc, task_fields)
+            return self._dead_letter(received, attributes, attempt, exc, task_fields, status)
         log.warning(
             "task failed (attempt %s), will retry: %s",
             attempt,
             _describe(exc),
             extra={"json_fields": {"error_type": _error_type(exc)}},
         )
+        self._update(status, TaskState.FAILED, exc)
         self.settler.nack([received.ack_id])
         return Outcome.RETRIED
 
-    def _dead_letter(self, received, attributes, attempt, exc, task_fields) -> Outcome:
+    def _dead_letter(self, received, attributes, attempt, exc, task_fields, status) -> Outcome:
         error_type = _error_type(exc)
         try:
             dead_letter(
@@ -185,6 +235,7 @@ class TaskProcessor:
             log.error("dead-letter publish failed; message returned to the queue: %s", publish_exc)
             self.settler.nack([received.ack_id])
             return Outcome.RETRIED
+        self._update(status, TaskState.DEAD_LETTERED, exc)
         log.warning(
             "task dead-lettered: %s",
             _describe(exc),
@@ -192,6 +243,10 @@ class TaskProcessor:
         )
         self.settler.ack(received.ack_id)
         return Outcome.DEAD_LETTERED
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _error_type(exc: BaseException) -> str:

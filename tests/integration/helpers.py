@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from google.cloud import pubsub_v1
@@ -12,6 +11,7 @@ from taskcore.clients import storage_client
 from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
+from taskcore.status import StatusStore, TaskStatus
 from taskcore.task_types import default_registry
 
 
@@ -56,10 +56,9 @@ def outputs_of(settings: Settings, task_id: str) -> dict[str, bytes]:
     }
 
 
-def manifest_of(settings: Settings, task_id: str) -> dict | None:
-    """The task's manifest, or None if it did not complete."""
-    data = outputs_of(settings, task_id).get("manifest.json")
-    return json.loads(data) if data else None
+def status_of(settings: Settings, task_id: str) -> TaskStatus | None:
+    """The task's status record, or None."""
+    return StatusStore(make_bucket(settings, storage_client(settings))).get(task_id)
 
 
 def pull_all(

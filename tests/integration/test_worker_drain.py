@@ -9,7 +9,7 @@ import pytest
 
 from background_worker.handlers import default_handlers
 from background_worker.worker import drain_subscription
-from tests.integration.helpers import manifest_of, outputs_of, publish_tasks, pull_all, upload
+from tests.integration.helpers import outputs_of, publish_tasks, pull_all, status_of, upload
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,11 @@ def test_drain_writes_outputs_for_each_task_and_exits_when_idle(pipeline):
     results = json.loads(outputs_of(pipeline, ids[1])["results.json"])
     assert results["transformation"] == "aggregate"
     assert sum(g["count"] for g in results["groups"].values()) == 50
-    assert manifest_of(pipeline, ids[0])["task_type"] == "file_processing"
+    status = status_of(pipeline, ids[0])
+    assert status.state == "succeeded" and status.attempts == 1
+    assert sorted(status.outputs) == sorted(
+        f"gs://{pipeline.bucket_name}/outputs/{ids[0]}/{name}" for name in file_outputs
+    )
 
 
 def test_missing_input_is_dead_lettered_at_once_with_reason(pipeline):
@@ -76,3 +80,6 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
     assert attrs["delivery_attempt"] == "5"
     assert attrs["task_id"] == task_id
     assert outputs_of(pipeline, task_id) == {}
+    status = status_of(pipeline, task_id)
+    assert status.state == "dead_lettered" and status.attempts == 5
+    assert "backend said no" in status.last_error["message"]
