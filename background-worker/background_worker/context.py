@@ -41,10 +41,13 @@ class TaskContext:
     time_limit: float
     started: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    storage_retry: object = None
     outputs: OutputWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.outputs = OutputWriter(self.bucket, self.envelope.task_id, self.check_alive)
+        self.outputs = OutputWriter(
+            self.bucket, self.envelope.task_id, self.check_alive, self.storage_retry
+        )
 
     @property
     def task_id(self) -> str:
@@ -85,7 +88,7 @@ class TaskContext:
         blob = self.bucket.blob(name)
         try:
             # One request: the range caps memory, and the response headers fill content_type.
-            data = blob.download_as_bytes(start=0, end=MAX_INPUT_BYTES)
+            data = blob.download_as_bytes(start=0, end=MAX_INPUT_BYTES, retry=self.storage_retry)
         except gexc.NotFound:
             raise MissingInputError(f"input {uri} does not exist") from None
         if len(data) > MAX_INPUT_BYTES:

@@ -27,9 +27,14 @@ class OutputWriter:
     """Writes one task's outputs create-only and remembers their URIs for the status record."""
 
     def __init__(
-        self, bucket: storage.Bucket, task_id: str, check_alive: Callable[[], None]
+        self,
+        bucket: storage.Bucket,
+        task_id: str,
+        check_alive: Callable[[], None],
+        retry=None,
     ) -> None:
         self.bucket = bucket
+        self.retry = retry
         self.task_id = task_id
         # Called before every write: a task past its time limit or cancelled by shutdown
         # raises here instead of writing after its message may already be redelivered.
@@ -49,7 +54,9 @@ class OutputWriter:
         # PreconditionFailed: an earlier delivery of this task wrote it before dying. Outputs
         # derive only from the task, so the existing object stands; writing again makes two.
         with contextlib.suppress(gexc.PreconditionFailed):
-            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
+            blob.upload_from_string(
+                data, content_type=content_type, if_generation_match=0, retry=self.retry
+            )
         uri = self.uri(name)
         self.written.append(
             {"name": name, "uri": uri, "size": len(data), "content_type": content_type}

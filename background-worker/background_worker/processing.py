@@ -7,7 +7,9 @@ Outcomes and what they do to the message:
 - dead_lettered: a permanent failure (or the last transient attempt) was published to the
   DLQ topic with its reason, then acked; if that publish fails, nacked, never dropped;
 - retried: a transient failure, nacked so the retry policy backs off;
-- cancelled: the execution is shutting down, nacked for prompt redelivery.
+- cancelled: the execution is shutting down, nacked for prompt redelivery;
+- infrastructure: GCS or Pub/Sub stayed unreachable past retries; nacked without
+  counting against the task, and the execution stops (exit code 2).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import requests
+from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.pubsub_v1.types import ReceivedMessage
 
@@ -26,9 +30,10 @@ from background_worker.acks import Settler
 from background_worker.context import TaskCancelled, TaskContext
 from background_worker.handlers import HandlerRegistry
 from background_worker.leases import LeaseKeeper
+from taskcore.clients import storage_retry
 from taskcore.deadletter import dead_letter
 from taskcore.envelope import parse_message, peek_task_fields
-from taskcore.errors import PermanentTaskError, PublishError, TaskError
+from taskcore.errors import InfrastructureError, PermanentTaskError, PublishError, TaskError
 from taskcore.logs import task_context
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
@@ -50,7 +55,7 @@ class Outcome(enum.StrEnum):
     DEAD_LETTERED = "dead_lettered"
     RETRIED = "retried"
     CANCELLED = "cancelled"
-    UNSETTLED = "unsettled"
+    INFRASTRUCTURE = "infrastructure"
 
 
 @dataclass
@@ -84,7 +89,8 @@ class TaskProcessor:
         self.leases = leases
         self.max_delivery_attempts = max_delivery_attempts
         self.execution = settings.cloud_run_execution or "local"
-        self.status = StatusStore(bucket)
+        self.storage_retry = storage_retry(settings)
+        self.status = StatusStore(bucket, retry=self.storage_retry)
 
     def process(self, item: InFlight) -> Outcome:
         """Process one message to its outcome; never raises for anything the task did."""
@@ -97,11 +103,16 @@ class TaskProcessor:
             started = time.monotonic()
             try:
                 outcome = self._run(item, attributes, attempt)
-            except Exception as exc:  # last line of defence: a bug here must not lose the message
-                log.exception("unexpected error processing message; returning it to the queue")
+            except Exception as exc:
+                # GCS down past retries (status read/write), or a bug here: either way the
+                # message goes back to the queue; it is never lost.
                 self.settler.nack([received.ack_id])
-                outcome = Outcome.RETRIED
-                del exc
+                if is_infrastructure_error(exc):
+                    log.error("storage unreachable; message returned to the queue: %s", exc)
+                    outcome = Outcome.INFRASTRUCTURE
+                else:
+                    log.exception("unexpected error processing message; returned to the queue")
+                    outcome = Outcome.RETRIED
             finally:
                 self.leases.release(received.ack_id)
             log.info(
@@ -120,7 +131,9 @@ class TaskProcessor:
         received = item.received
         data = received.message.data
         try:
-            envelope, payload = parse_message(self.task_types, data, attributes)
+            envelope, payload = parse_message(
+                self.task_types, data, attributes, self.settings.max_task_bytes
+            )
         except PermanentTaskError as exc:
             return self._dead_letter(received, attributes, attempt, exc, {}, None)
         task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
@@ -156,6 +169,7 @@ class TaskProcessor:
                 bucket=self.bucket,
                 delivery_attempt=attempt or 0,
                 time_limit=task_type.time_limit_seconds or self.settings.task_timeout_seconds,
+                storage_retry=self.storage_retry,
             )
             item.context = ctx
             self.leases.hold(received.ack_id, ctx.deadline + LEASE_MARGIN_SECONDS)
@@ -172,6 +186,8 @@ class TaskProcessor:
             except PermanentTaskError as exc:
                 return self._dead_letter(received, attributes, attempt, exc, task_fields, status)
             except Exception as exc:
+                if is_infrastructure_error(exc):
+                    raise
                 return self._transient_failure(
                     received, attributes, attempt, exc, task_fields, status
                 )
@@ -243,6 +259,18 @@ class TaskProcessor:
         )
         self.settler.ack(received.ack_id)
         return Outcome.DEAD_LETTERED
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """Whether exc means a backing service is unreachable (after retries), not the task failing."""
+    return isinstance(
+        exc,
+        InfrastructureError
+        | gexc.RetryError
+        | gexc.ServiceUnavailable
+        | requests.ConnectionError
+        | ConnectionError,
+    )
 
 
 def _now() -> datetime:

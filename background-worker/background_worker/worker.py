@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions as gexc
+from google.api_core import retry as api_retry
 
 from background_worker.acks import Settler
 from background_worker.handlers import HandlerRegistry, default_handlers
@@ -29,7 +30,13 @@ from taskcore.task_types import TaskTypeRegistry, default_registry
 
 log = logging.getLogger(__name__)
 
-_PULL_RETRYABLE = (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.Aborted, gexc.Unknown)
+_PULL_RETRYABLE = (
+    gexc.ServiceUnavailable,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.Unknown,
+    gexc.DeadlineExceeded,
+)
 
 
 @dataclass
@@ -71,13 +78,14 @@ class Worker:
         handlers: HandlerRegistry | None = None,
         task_types: TaskTypeRegistry | None = None,
         shutdown: threading.Event | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.shutdown = shutdown or threading.Event()
         self.shutdown_grace_seconds = settings.shutdown_grace_seconds
         self.subscriber = subscriber_client(settings)
         self.storage = storage_client(settings, pool_size=settings.worker_concurrency + 8)
-        self.publisher = Publisher(settings)
+        self.publisher = publisher or Publisher(settings)
         self.settler = Settler(self.subscriber, settings.subscription_path)
         subscription = self._get_subscription()
         ack_deadline = subscription.ack_deadline_seconds or settings.ack_deadline_seconds
@@ -99,13 +107,20 @@ class Worker:
     def _get_subscription(self):
         try:
             return self.subscriber.get_subscription(
-                request={"subscription": self.settings.subscription_path}, timeout=30
+                request={"subscription": self.settings.subscription_path},
+                retry=api_retry.Retry(
+                    initial=0.25,
+                    maximum=4.0,
+                    timeout=self.settings.infra_retry_seconds,
+                    predicate=api_retry.if_exception_type(*_PULL_RETRYABLE),
+                ),
+                timeout=min(30.0, self.settings.infra_retry_seconds),
             )
         except gexc.NotFound:
             raise InfrastructureError(
                 f"subscription {self.settings.subscription_path} does not exist"
             ) from None
-        except gexc.GoogleAPICallError as exc:
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
             raise InfrastructureError(f"Pub/Sub unreachable: {exc}") from exc
 
     def run(self) -> ExecutionSummary:
@@ -151,11 +166,18 @@ class Worker:
             self.leases.stop()
             pool.shutdown(wait=summary.abandoned == 0, cancel_futures=True)
             summary.duration_seconds = time.monotonic() - started
+        if summary.outcomes[Outcome.INFRASTRUCTURE.value]:
+            raise InfrastructureError(
+                f"Cloud Storage stayed unreachable for over {settings.infra_retry_seconds:g}s; "
+                f"{summary.outcomes[Outcome.INFRASTRUCTURE.value]} messages returned to the queue"
+            )
         return summary
 
     def _stop_reason(self, summary, started, in_flight, last_activity) -> str:
         if self.shutdown.is_set():
             return "shutdown"
+        if summary.outcomes[Outcome.INFRASTRUCTURE.value]:
+            return "infrastructure"
         budget = self.settings.run_budget_seconds
         if budget and time.monotonic() - started >= budget:
             return "run_budget"
@@ -174,7 +196,7 @@ class Worker:
         return time.monotonic()
 
     def _pull(self, wanted: int) -> list:
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + self.settings.infra_retry_seconds
         delay = 0.2
         while True:
             try:

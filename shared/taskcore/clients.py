@@ -11,6 +11,7 @@ import requests
 from google.api_core import retry as api_retry
 from google.cloud import pubsub_v1, storage
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+from google.cloud.storage import retry as storage_retries
 
 from taskcore.settings import Settings
 
@@ -51,6 +52,17 @@ def storage_client(settings: Settings, *, pool_size: int = 64) -> storage.Client
     client._http.mount("https://", adapter)
     client._http.mount("http://", adapter)
     return client
+
+
+def storage_retry(settings: Settings):
+    """GCS retry for the worker: rides out an outage of up to INFRA_RETRY_SECONDS.
+
+    Every write the pipeline makes is create-only or a whole-object overwrite with the
+    same content, so retrying it is safe.
+    """
+    return storage_retries.DEFAULT_RETRY.with_delay(initial=0.25, maximum=4.0).with_timeout(
+        settings.infra_retry_seconds
+    )
 
 
 def bucket(settings: Settings, client: storage.Client | None = None) -> storage.Bucket:

@@ -75,9 +75,17 @@ def build_envelope(
 
 
 def parse_message(
-    registry: TaskTypeRegistry, data: bytes, attributes: Mapping[str, str]
+    registry: TaskTypeRegistry,
+    data: bytes,
+    attributes: Mapping[str, str],
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> tuple[TaskEnvelope, TaskPayload]:
     """Parse and validate a message body; InvalidTaskError says exactly what is wrong."""
+    if len(data) > max_bytes:
+        raise InvalidTaskError(
+            f"body is {len(data)} bytes; tasks are limited to {max_bytes}",
+            error_type="message_too_large",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -153,6 +153,22 @@ class Settings(BaseModel):
         ge=0,
     )
 
+    infra_retry_seconds: float = _env(
+        "INFRA_RETRY_SECONDS",
+        120.0,
+        "worker",
+        "How long Pub/Sub or GCS may stay unreachable before the execution gives up (exit 2).",
+        gt=0,
+    )
+    max_task_bytes: int = _env(
+        "MAX_TASK_BYTES",
+        1024 * 1024,
+        "both",
+        "Largest task message body; bigger ones are refused by the API and dead-lettered by the worker.",
+        gt=0,
+        le=10_000_000,
+    )
+
     # --- API --------------------------------------------------------------------------------
     max_upload_bytes: int = _env(
         "MAX_UPLOAD_BYTES", 10 * 1024 * 1024, "api", "Largest file POST /uploads accepts.", gt=0

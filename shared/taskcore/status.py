@@ -56,13 +56,15 @@ def status_object_name(task_id: str) -> str:
 class StatusStore:
     """Reads and writes status records in the pipeline bucket."""
 
-    def __init__(self, bucket: storage.Bucket) -> None:
+    def __init__(self, bucket: storage.Bucket, retry=None) -> None:
         self.bucket = bucket
+        # None keeps the client's defaults; the worker passes one that rides out outages.
+        self._retry = {} if retry is None else {"retry": retry}
 
     def get(self, task_id: str) -> TaskStatus | None:
         """The task's status record, or None if there is none."""
         try:
-            data = self.bucket.blob(status_object_name(task_id)).download_as_bytes()
+            data = self.bucket.blob(status_object_name(task_id)).download_as_bytes(**self._retry)
         except gexc.NotFound:
             return None
         return TaskStatus.model_validate_json(data)
@@ -70,14 +72,17 @@ class StatusStore:
     def put(self, status: TaskStatus) -> None:
         """Write (overwrite) the task's status record."""
         self.bucket.blob(status_object_name(status.task_id)).upload_from_string(
-            status.model_dump_json(), content_type="application/json"
+            status.model_dump_json(), content_type="application/json", **self._retry
         )
 
     def create(self, status: TaskStatus) -> bool:
         """Write the record only if none exists yet; False when one already did."""
         try:
             self.bucket.blob(status_object_name(status.task_id)).upload_from_string(
-                status.model_dump_json(), content_type="application/json", if_generation_match=0
+                status.model_dump_json(),
+                content_type="application/json",
+                if_generation_match=0,
+                **self._retry,
             )
         except gexc.PreconditionFailed:
             return False

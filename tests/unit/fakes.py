@@ -13,7 +13,7 @@ class FakeBlob:
         self.name = name
         self.content_type = None
 
-    def upload_from_string(self, data, content_type=None, if_generation_match=None):
+    def upload_from_string(self, data, content_type=None, if_generation_match=None, retry=None):
         if isinstance(data, str):
             data = data.encode()
         if if_generation_match == 0 and self.name in self.bucket.objects:
@@ -21,7 +21,7 @@ class FakeBlob:
         self.bucket.objects[self.name] = (data, content_type)
         self.bucket.writes += 1
 
-    def download_as_bytes(self, start=None, end=None):
+    def download_as_bytes(self, start=None, end=None, retry=None):
         if self.name not in self.bucket.objects:
             raise gexc.NotFound(self.name)
         data, self.content_type = self.bucket.objects[self.name]
