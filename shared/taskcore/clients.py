@@ -7,11 +7,15 @@ created when asked for, never at import time; callers keep and reuse them.
 
 from __future__ import annotations
 
+import os
+
+import grpc
 import requests
 from google.api_core import retry as api_retry
 from google.cloud import pubsub_v1, storage
 from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
 from google.cloud.storage import retry as storage_retries
+from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
 from taskcore.settings import Settings
 
@@ -38,9 +42,19 @@ def publisher_client(
     )
 
 
+# What the generated transport sets on production channels. Under PUBSUB_EMULATOR_HOST the
+# client opens a bare insecure channel instead, whose 4 MB receive cap makes a pull of any
+# larger message fail (and would let one big message stall the worker): we open it ourselves.
+_GRPC_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
 def subscriber_client(settings: Settings) -> pubsub_v1.SubscriberClient:
     """A subscriber client for synchronous pull, acks and admin calls."""
-    return pubsub_v1.SubscriberClient()
+    emulator = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not emulator:
+        return pubsub_v1.SubscriberClient()
+    channel = grpc.insecure_channel(emulator, options=_GRPC_OPTIONS)
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
 def storage_client(settings: Settings, *, pool_size: int = 64) -> storage.Client:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-from google.cloud import pubsub_v1
-
 from taskcore.clients import bucket as make_bucket
-from taskcore.clients import storage_client
+from taskcore.clients import storage_client, subscriber_client
 from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
@@ -65,7 +63,7 @@ def pull_all(
     settings: Settings, subscription_path: str, *, wait: float = 2.0, ack: bool = True
 ) -> list:
     """Pull until the subscription stays empty for `wait` seconds; return the messages."""
-    subscriber = pubsub_v1.SubscriberClient()
+    subscriber = subscriber_client(settings)
     messages = []
     quiet_since = time.monotonic()
     try:
@@ -88,3 +86,20 @@ def pull_all(
     finally:
         subscriber.close()
     return messages
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Settings as the environment variables a worker subprocess reads."""
+    env = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            env[field.alias] = str(value)
+    return env
+
+
+def output_generations(settings: Settings, task_id: str) -> dict[str, int]:
+    """Generation of each output object of task_id: a rewrite would change it."""
+    bucket = make_bucket(settings, storage_client(settings))
+    prefix = f"outputs/{task_id}/"
+    return {blob.name[len(prefix) :]: blob.generation for blob in bucket.list_blobs(prefix=prefix)}

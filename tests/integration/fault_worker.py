@@ -1,0 +1,48 @@
+"""A worker execution with one injected fault, run as a subprocess by the fault tests.
+
+FAULT_SCENARIO picks where it hangs (so the test can SIGKILL it exactly there):
+- hang_before_write: inside the handler, before any output is written;
+- hang_before_ack: after outputs and status are durable, just before the ack.
+On reaching the point it creates FAULT_SIGNAL_FILE, then blocks until killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+from background_worker.acks import Settler
+from background_worker.execution import run_execution
+from background_worker.handlers import HandlerRegistry, default_handlers
+
+
+def _reached() -> None:
+    Path(os.environ["FAULT_SIGNAL_FILE"]).touch()
+    threading.Event().wait()  # blocks until the test kills this process
+
+
+def main() -> int:
+    scenario = os.environ["FAULT_SCENARIO"]
+    handlers: HandlerRegistry = default_handlers()
+    if scenario == "hang_before_write":
+        handlers.register("data_transformation", lambda ctx, payload: _reached())
+    elif scenario == "hang_before_ack":
+        original_ack = Settler.ack
+
+        def ack_then_hang(self, ack_id):
+            _reached()
+            return original_ack(self, ack_id)
+
+        Settler.ack = ack_then_hang
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    import background_worker.worker as worker_module
+
+    worker_module.default_handlers = lambda: handlers
+    return run_execution()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
