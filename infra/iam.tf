@@ -1,0 +1,164 @@
+# Identities and grants. Every grant is on one resource (topic, subscription, bucket, job),
+# never on the project.
+
+resource "google_service_account" "api" {
+  project      = var.project_id
+  account_id   = "task-api"
+  display_name = "Task pipeline API (Cloud Run service)"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "worker" {
+  project      = var.project_id
+  account_id   = "task-worker"
+  display_name = "Task pipeline worker (Cloud Run job)"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "scheduler" {
+  project      = var.project_id
+  account_id   = "task-worker-scheduler"
+  display_name = "Runs the worker job on a schedule (Cloud Scheduler)"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# --- Pub/Sub's service agent: dead-lettering fails silently without both -------------------
+
+# It publishes the dead letter to the DLQ topic...
+resource "google_pubsub_topic_iam_member" "dlq_publisher_pubsub_agent" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dlq.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+# ...and acknowledges it on the source subscription.
+resource "google_pubsub_subscription_iam_member" "worker_subscriber_pubsub_agent" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.worker.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# --- the API ---------------------------------------------------------------------------------
+
+resource "google_pubsub_topic_iam_member" "api_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.tasks.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.api.member
+}
+
+# Status records and uploads: read, create, overwrite objects; no bucket administration.
+resource "google_storage_bucket_iam_member" "api_objects" {
+  bucket = google_storage_bucket.tasks.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.api.member
+}
+
+# The admin dashboard browses the DLQ and replays from it: it pulls (and acknowledges)
+# dead letters, and publishes them again to the tasks topic (api_publisher above).
+resource "google_pubsub_subscription_iam_member" "api_dlq_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dlq.name
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.api.member
+}
+
+# ...and shows backlog and configuration of both subscriptions (read-only).
+resource "google_pubsub_subscription_iam_member" "api_viewer" {
+  for_each = {
+    worker = google_pubsub_subscription.worker.name
+    dlq    = google_pubsub_subscription.dlq.name
+  }
+
+  project      = var.project_id
+  subscription = each.value
+  role         = "roles/pubsub.viewer"
+  member       = google_service_account.api.member
+}
+
+resource "google_secret_manager_secret_iam_member" "api_secrets" {
+  for_each = var.api_secret_env
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.api.member
+}
+
+# --- the worker ------------------------------------------------------------------------------
+
+resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.worker.name
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.worker.member
+}
+
+# The worker dead-letters poison messages itself, with the reason as attributes.
+resource "google_pubsub_topic_iam_member" "worker_dlq_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dlq.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.worker.member
+}
+
+resource "google_storage_bucket_iam_member" "worker_objects" {
+  bucket = google_storage_bucket.tasks.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.worker.member
+}
+
+resource "google_secret_manager_secret_iam_member" "worker_secrets" {
+  for_each = var.worker_secret_env
+
+  project   = var.project_id
+  secret_id = each.value
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.worker.member
+}
+
+# --- the scheduler -----------------------------------------------------------------------------
+
+# run.jobs.run on this one job, nothing else.
+resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_worker" {
+  project  = var.project_id
+  location = google_cloud_run_v2_job.worker.location
+  name     = google_cloud_run_v2_job.worker.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.scheduler.member
+}
+
+# --- who may call the API ------------------------------------------------------------------
+
+resource "google_cloud_run_v2_service_iam_member" "api_invokers" {
+  for_each = toset(var.api_invokers)
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.api.location
+  name     = google_cloud_run_v2_service.api.name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+# Off by default: the API then answers only callers with an identity token and run.invoker.
+resource "google_cloud_run_v2_service_iam_member" "api_public" {
+  count = var.allow_unauthenticated_api ? 1 : 0
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.api.location
+  name     = google_cloud_run_v2_service.api.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+check "api_is_not_public" {
+  assert {
+    condition     = !var.allow_unauthenticated_api
+    error_message = "WARNING: allow_unauthenticated_api = true: anyone on the internet can submit tasks to ${var.api_service_name}. Set it to false unless the API does its own authentication."
+  }
+}

@@ -1,0 +1,61 @@
+# Topics and subscriptions. The code reads the same names and limits (locals in run.tf).
+
+resource "google_pubsub_topic" "tasks" {
+  project = var.project_id
+  name    = var.topic_name
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_topic" "dlq" {
+  project = var.project_id
+  name    = var.dlq_topic_name
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_subscription" "worker" {
+  project = var.project_id
+  name    = var.subscription_name
+  topic   = google_pubsub_topic.tasks.id
+
+  ack_deadline_seconds       = var.ack_deadline_seconds
+  message_retention_duration = "604800s" # 7 days
+  retain_acked_messages      = false
+
+  retry_policy {
+    minimum_backoff = "${var.retry_min_backoff_seconds}s"
+    maximum_backoff = "${var.retry_max_backoff_seconds}s"
+  }
+
+  # After max_delivery_attempts deliveries Pub/Sub's service agent forwards the message to
+  # the DLQ topic. The worker also dead-letters poison messages itself (with a reason) and
+  # reads the same limit from MAX_DELIVERY_ATTEMPTS.
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dlq.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  # A subscription nobody pulls for 31 days is deleted by default; the worker may be
+  # paused longer than that.
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# A topic without a subscription drops what is published to it: this one keeps dead letters
+# until an operator replays (`taskctl dlq replay`) or acknowledges them.
+resource "google_pubsub_subscription" "dlq" {
+  project = var.project_id
+  name    = var.dlq_subscription_name
+  topic   = google_pubsub_topic.dlq.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "${var.dlq_retention_days * 86400}s"
+  retain_acked_messages      = false
+
+  # Rarely pulled by design, so it must never expire.
+  expiration_policy {
+    ttl = ""
+  }
+}

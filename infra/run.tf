@@ -1,0 +1,193 @@
+# The API (Cloud Run service) and the worker (Cloud Run job).
+#
+# Environment: every variable in shared/taskcore/settings.py of scope "both", "api" or
+# "worker" is set here from the same Terraform values as the resources it names; tests/infra
+# fails when the code reads a variable that is set nowhere. Cloud Run provides the rest
+# itself: PORT for the service; CLOUD_RUN_EXECUTION, CLOUD_RUN_TASK_INDEX and
+# CLOUD_RUN_TASK_COUNT for the job (setting any of those is an error).
+
+locals {
+  # Read by both the API and the worker.
+  common_env = {
+    GOOGLE_CLOUD_PROJECT        = var.project_id
+    TOPIC_NAME                  = google_pubsub_topic.tasks.name
+    SUBSCRIPTION_NAME           = google_pubsub_subscription.worker.name
+    BUCKET_NAME                 = google_storage_bucket.tasks.name
+    DLQ_TOPIC_NAME              = google_pubsub_topic.dlq.name
+    DLQ_SUBSCRIPTION_NAME       = google_pubsub_subscription.dlq.name
+    MAX_DELIVERY_ATTEMPTS       = tostring(var.max_delivery_attempts) # = dead_letter_policy
+    MAX_PROCESSING_TIME_SECONDS = tostring(var.max_processing_time_seconds)
+    MAX_TASK_BYTES              = tostring(var.max_task_bytes)
+    LOG_LEVEL                   = var.log_level
+  }
+
+  api_env = {
+    MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
+    PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
+    API_WORKERS             = tostring(var.api_workers)
+    API_THREADS             = tostring(var.api_threads)
+  }
+
+  # Cloud Run sends an instance no more requests than its gunicorn threads can serve at once.
+  api_concurrency = coalesce(var.api_concurrency, var.api_workers * var.api_threads)
+
+  worker_env = {
+    WORKER_CONCURRENCY   = tostring(var.worker_concurrency)
+    PULL_BATCH_SIZE      = tostring(var.pull_batch_size)
+    IDLE_TIMEOUT_SECONDS = tostring(var.idle_timeout_seconds)
+    MAX_MESSAGES         = tostring(var.max_messages)
+    TASK_TIMEOUT_SECONDS = tostring(var.task_timeout_seconds)
+    # The budget keeps one container within the job's task timeout (check below).
+    RUN_BUDGET_SECONDS     = tostring(var.run_budget_seconds)
+    SHUTDOWN_GRACE_SECONDS = tostring(var.shutdown_grace_seconds)
+    INFRA_RETRY_SECONDS    = tostring(var.infra_retry_seconds)
+  }
+}
+
+resource "google_cloud_run_v2_service" "api" {
+  project             = var.project_id
+  name                = var.api_service_name
+  location            = var.region
+  ingress             = "INGRESS_TRAFFIC_ALL" # reachable, but only by callers with run.invoker
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.api.email
+    timeout                          = "60s"
+    max_instance_request_concurrency = local.api_concurrency
+
+    scaling {
+      min_instance_count = var.api_min_instances
+      max_instance_count = var.api_max_instances
+    }
+
+    containers {
+      # The image's CMD is `taskctl api`: gunicorn bound to $PORT.
+      image = local.api_image
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = var.api_cpu
+          memory = var.api_memory
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.common_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.api_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = var.api_secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+    }
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret_iam_member.api_secrets,
+  ]
+}
+
+resource "google_cloud_run_v2_job" "worker" {
+  project             = var.project_id
+  name                = var.worker_job_name
+  location            = var.region
+  deletion_protection = var.deletion_protection
+
+  template {
+    task_count  = var.job_task_count
+    parallelism = var.job_parallelism
+
+    template {
+      service_account = google_service_account.worker.email
+      timeout         = "${var.job_task_timeout_seconds}s"
+      max_retries     = var.job_max_retries
+
+      containers {
+        # The image's CMD is `taskctl worker`: drain the subscription once, then exit.
+        image = local.worker_image
+
+        resources {
+          limits = {
+            cpu    = var.worker_cpu
+            memory = var.worker_memory
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.common_env
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.worker_env
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+
+        dynamic "env" {
+          for_each = var.worker_secret_env
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret_iam_member.worker_secrets,
+  ]
+}
+
+check "worker_limits_fit" {
+  assert {
+    condition     = var.job_parallelism <= var.job_task_count
+    error_message = "job_parallelism (${var.job_parallelism}) exceeds job_task_count (${var.job_task_count}); Cloud Run rejects it."
+  }
+
+  # The worker stops pulling after RUN_BUDGET_SECONDS and then finishes what it holds, each
+  # task within TASK_TIMEOUT_SECONDS; past the job's task timeout Cloud Run kills it mid-task
+  # (the tasks are redelivered, but the execution counts as failed).
+  assert {
+    condition     = var.run_budget_seconds > 0 && var.run_budget_seconds + var.task_timeout_seconds < var.job_task_timeout_seconds
+    error_message = "run_budget_seconds (${var.run_budget_seconds}) + task_timeout_seconds (${var.task_timeout_seconds}) must be above 0 and below job_task_timeout_seconds (${var.job_task_timeout_seconds})."
+  }
+}

@@ -1,0 +1,46 @@
+# The bucket: uploads, outputs, status records and the dead-letter archive.
+
+resource "google_storage_bucket" "tasks" {
+  project  = var.project_id
+  name     = local.bucket_name
+  location = local.bucket_location
+
+  # IAM only, no object ACLs, and never public.
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.bucket_force_destroy
+
+  # Uploaded inputs are working copies; outputs and status records are kept.
+  lifecycle_rule {
+    condition {
+      age            = var.uploads_retention_days
+      matches_prefix = ["uploads/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Archived dead letters outlive the DLQ subscription's 31 days, but not forever.
+  lifecycle_rule {
+    condition {
+      age            = var.dlq_archive_retention_days
+      matches_prefix = ["dlq-archive/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Multipart uploads a client abandoned still cost storage.
+  lifecycle_rule {
+    condition {
+      age = 7
+    }
+    action {
+      type = "AbortIncompleteMultipartUpload"
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}

@@ -1,0 +1,424 @@
+# Inputs. Only project_id is required; every default gives a working pipeline.
+# Defaults of the settings the code also reads (MAX_DELIVERY_ATTEMPTS, ...) equal the
+# defaults in shared/taskcore/settings.py, so local runs and Cloud behave alike
+# (tests/infra checks that they stay equal).
+
+# --- where ---------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Project to deploy into (it must exist and have billing enabled)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of Cloud Run, Artifact Registry, Cloud Scheduler and the bucket."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "bucket_location" {
+  description = "Bucket location; null means var.region."
+  type        = string
+  default     = null
+}
+
+# --- names ---------------------------------------------------------------------------------
+
+variable "topic_name" {
+  description = "Topic tasks are published to (TOPIC_NAME)."
+  type        = string
+  default     = "background-tasks"
+}
+
+variable "subscription_name" {
+  description = "Pull subscription the worker drains (SUBSCRIPTION_NAME)."
+  type        = string
+  default     = "background-tasks-worker"
+}
+
+variable "dlq_topic_name" {
+  description = "Dead-letter topic (DLQ_TOPIC_NAME)."
+  type        = string
+  default     = "background-tasks-dlq"
+}
+
+variable "dlq_subscription_name" {
+  description = "Subscription on the dead-letter topic that operators browse and replay (DLQ_SUBSCRIPTION_NAME)."
+  type        = string
+  default     = "background-tasks-dlq-sub"
+}
+
+variable "bucket_name" {
+  description = "Bucket for uploads, outputs, status records and archives (BUCKET_NAME); null means \"<project_id>-task-outputs\"."
+  type        = string
+  default     = null
+}
+
+variable "artifact_repository_id" {
+  description = "Artifact Registry Docker repository the images are pushed to."
+  type        = string
+  default     = "task-pipeline"
+}
+
+variable "api_service_name" {
+  description = "Cloud Run service of the API."
+  type        = string
+  default     = "task-api"
+}
+
+variable "worker_job_name" {
+  description = "Cloud Run job of the worker."
+  type        = string
+  default     = "background-worker"
+}
+
+# --- images --------------------------------------------------------------------------------
+
+variable "api_image_tag" {
+  description = "Tag of the task-api image in the Artifact Registry repository."
+  type        = string
+  default     = "latest"
+}
+
+variable "worker_image_tag" {
+  description = "Tag of the background-worker image in the Artifact Registry repository."
+  type        = string
+  default     = "latest"
+}
+
+# --- the subscription (Terraform and the code read the same values) ----------------------
+
+variable "max_delivery_attempts" {
+  description = "Deliveries before Pub/Sub dead-letters a task (5 to 100). Set on the subscription and as MAX_DELIVERY_ATTEMPTS for the code."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "Pub/Sub accepts 5 to 100 delivery attempts."
+  }
+}
+
+variable "ack_deadline_seconds" {
+  description = "Ack deadline of the worker subscription (10 to 600 s); ACK_DEADLINE_SECONDS of `taskctl bootstrap` locally."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.ack_deadline_seconds >= 10 && var.ack_deadline_seconds <= 600
+    error_message = "Pub/Sub accepts ack deadlines of 10 to 600 seconds."
+  }
+}
+
+variable "retry_min_backoff_seconds" {
+  description = "Retry policy minimum backoff of the worker subscription (RETRY_MIN_BACKOFF_SECONDS locally)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.retry_min_backoff_seconds >= 0 && var.retry_min_backoff_seconds <= 600
+    error_message = "Pub/Sub accepts backoffs of 0 to 600 seconds."
+  }
+}
+
+variable "retry_max_backoff_seconds" {
+  description = "Retry policy maximum backoff of the worker subscription (RETRY_MAX_BACKOFF_SECONDS locally)."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.retry_max_backoff_seconds >= 0 && var.retry_max_backoff_seconds <= 600
+    error_message = "Pub/Sub accepts backoffs of 0 to 600 seconds."
+  }
+}
+
+variable "dlq_retention_days" {
+  description = "How long the DLQ subscription keeps dead letters nobody acknowledged (at most 31 days)."
+  type        = number
+  default     = 31
+
+  validation {
+    condition     = var.dlq_retention_days >= 1 && var.dlq_retention_days <= 31
+    error_message = "Pub/Sub retains unacknowledged messages for at most 31 days."
+  }
+}
+
+# --- bucket lifecycle ----------------------------------------------------------------------
+
+variable "uploads_retention_days" {
+  description = "Objects under uploads/ are deleted this many days after creation."
+  type        = number
+  default     = 30
+}
+
+variable "dlq_archive_retention_days" {
+  description = "Objects under dlq-archive/ are deleted this many days after creation."
+  type        = number
+  default     = 90
+}
+
+variable "bucket_force_destroy" {
+  description = "Let `terraform destroy` delete the bucket with its objects. Keep false in production."
+  type        = bool
+  default     = false
+}
+
+# --- the API (Cloud Run service) -------------------------------------------------------------
+
+variable "allow_unauthenticated_api" {
+  description = "WARNING: true grants roles/run.invoker to allUsers, so anyone on the internet can submit tasks. Keep false and call the API with an identity token."
+  type        = bool
+  default     = false
+}
+
+variable "api_invokers" {
+  description = "Members allowed to call the API, e.g. [\"user:alice@example.com\", \"serviceAccount:ci@p.iam.gserviceaccount.com\"]. Project owners can already."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_min_instances" {
+  description = "Minimum API instances (0 scales to zero; 1 avoids cold starts)."
+  type        = number
+  default     = 0
+}
+
+variable "api_max_instances" {
+  description = "Maximum API instances."
+  type        = number
+  default     = 10
+}
+
+variable "api_concurrency" {
+  description = "Requests Cloud Run sends one API instance at once; null means api_workers * api_threads."
+  type        = number
+  default     = null
+}
+
+variable "api_cpu" {
+  description = "CPU limit of one API instance."
+  type        = string
+  default     = "1"
+}
+
+variable "api_memory" {
+  description = "Memory limit of one API instance."
+  type        = string
+  default     = "512Mi"
+}
+
+variable "max_upload_bytes" {
+  description = "MAX_UPLOAD_BYTES: largest file POST /uploads accepts (Cloud Run caps an HTTP/1 request at 32 MiB)."
+  type        = number
+  default     = 10485760
+}
+
+variable "api_workers" {
+  description = "API_WORKERS: gunicorn worker processes of one API instance (about one per vCPU)."
+  type        = number
+  default     = 1
+}
+
+variable "api_threads" {
+  description = "API_THREADS: request threads per gunicorn worker process."
+  type        = number
+  default     = 16
+}
+
+variable "publish_timeout_seconds" {
+  description = "PUBLISH_TIMEOUT_SECONDS: how long a submit waits for Pub/Sub before answering 503."
+  type        = number
+  default     = 5
+}
+
+# --- the worker (Cloud Run job) --------------------------------------------------------------
+
+variable "job_task_count" {
+  description = "Tasks (containers) one job execution starts; each drains the same subscription."
+  type        = number
+  default     = 1
+}
+
+variable "job_parallelism" {
+  description = "Tasks of one execution that run at once (at most job_task_count)."
+  type        = number
+  default     = 1
+}
+
+variable "job_task_timeout_seconds" {
+  description = "Cloud Run kills a task (container) running longer than this; it must exceed run_budget_seconds + task_timeout_seconds."
+  type        = number
+  default     = 900
+}
+
+variable "job_max_retries" {
+  description = "Cloud Run retries of a failed task. The worker exits non-zero only when infrastructure is unreachable."
+  type        = number
+  default     = 1
+}
+
+variable "worker_cpu" {
+  description = "CPU limit of one worker task."
+  type        = string
+  default     = "1"
+}
+
+variable "worker_memory" {
+  description = "Memory limit of one worker task."
+  type        = string
+  default     = "1Gi"
+}
+
+variable "worker_concurrency" {
+  description = "WORKER_CONCURRENCY: tasks one worker container runs at once (threads)."
+  type        = number
+  default     = 32
+}
+
+variable "pull_batch_size" {
+  description = "PULL_BATCH_SIZE: messages asked for in one synchronous pull (at most 1,000)."
+  type        = number
+  default     = 100
+}
+
+variable "idle_timeout_seconds" {
+  description = "IDLE_TIMEOUT_SECONDS: the worker exits once the subscription stays empty this long."
+  type        = number
+  default     = 3
+}
+
+variable "max_messages" {
+  description = "MAX_MESSAGES: most messages one worker container takes; 0 means no cap."
+  type        = number
+  default     = 0
+}
+
+variable "task_timeout_seconds" {
+  description = "TASK_TIMEOUT_SECONDS: default time limit of one task."
+  type        = number
+  default     = 300
+}
+
+variable "run_budget_seconds" {
+  description = "RUN_BUDGET_SECONDS: a worker container stops pulling after this long, then finishes what it holds."
+  type        = number
+  default     = 540
+}
+
+variable "shutdown_grace_seconds" {
+  description = "SHUTDOWN_GRACE_SECONDS: after SIGTERM, how long in-flight tasks may finish before they are nacked (Cloud Run kills 10 s after SIGTERM)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.shutdown_grace_seconds >= 0 && var.shutdown_grace_seconds < 10
+    error_message = "Cloud Run sends SIGKILL 10 seconds after SIGTERM; keep the grace below that."
+  }
+}
+
+variable "infra_retry_seconds" {
+  description = "INFRA_RETRY_SECONDS: how long Pub/Sub or Cloud Storage may stay unreachable before a worker execution gives up (exit 2)."
+  type        = number
+  default     = 120
+}
+
+variable "max_task_bytes" {
+  description = "MAX_TASK_BYTES: largest task message body; the API refuses bigger ones, the worker dead-letters them (Pub/Sub's own limit is 10 MB)."
+  type        = number
+  default     = 1048576
+
+  validation {
+    condition     = var.max_task_bytes > 0 && var.max_task_bytes <= 10000000
+    error_message = "Pub/Sub messages are at most 10 MB."
+  }
+}
+
+variable "max_processing_time_seconds" {
+  description = "MAX_PROCESSING_TIME_SECONDS: cap on the simulated processing_time of a task."
+  type        = number
+  default     = 30
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the API and the worker."
+  type        = string
+  default     = "INFO"
+}
+
+# --- secrets -------------------------------------------------------------------------------
+
+variable "api_secret_env" {
+  description = "Environment variable name => Secret Manager secret id (same project) for API settings that are secrets (names ending in _KEYS). Create each secret and a version first; see docs/deploy.md."
+  type        = map(string)
+  default     = {}
+}
+
+variable "worker_secret_env" {
+  description = "Environment variable name => Secret Manager secret id for worker settings that are secrets."
+  type        = map(string)
+  default     = {}
+}
+
+# --- schedules -----------------------------------------------------------------------------
+
+variable "worker_schedule" {
+  description = "Cron (unix-cron format) on which Cloud Scheduler runs the worker job."
+  type        = string
+  default     = "*/5 * * * *"
+}
+
+variable "schedule_time_zone" {
+  description = "Time zone of the schedules (tz database name)."
+  type        = string
+  default     = "Etc/UTC"
+}
+
+variable "scheduled_tasks" {
+  description = <<-EOT
+    Tasks published to the topic on a schedule by Cloud Scheduler, keyed by a short name:
+    { nightly-rollup = { schedule = "0 2 * * *", task_json = "{\"task_type\":\"data_transformation\",\"payload\":{\"transformation\":\"aggregate\"}}" } }.
+    task_json is the typed task the API would accept: {"task_type": ..., "payload": {...}}.
+  EOT
+  type = map(object({
+    schedule  = string
+    task_json = string
+    time_zone = optional(string)
+  }))
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for name, task in var.scheduled_tasks :
+      can(jsondecode(task.task_json).task_type) && can(regex("^[a-z][a-z0-9-]{0,40}$", name))
+    ])
+    error_message = "Each scheduled task needs a name of lowercase letters, digits and dashes, and task_json that is a JSON object with a task_type."
+  }
+}
+
+# --- alerting ------------------------------------------------------------------------------
+
+variable "alert_email" {
+  description = "Email address alerts go to; empty creates no email channel."
+  type        = string
+  default     = ""
+}
+
+variable "notification_channels" {
+  description = "Existing Cloud Monitoring notification channel ids that alerts also go to."
+  type        = list(string)
+  default     = []
+}
+
+variable "oldest_unacked_alert_seconds" {
+  description = "Alert when the oldest unacknowledged task on the worker subscription is older than this. Keep it above the worker schedule's period."
+  type        = number
+  default     = 1800
+}
+
+# --- safety --------------------------------------------------------------------------------
+
+variable "deletion_protection" {
+  description = "Refuse to delete the Cloud Run service and job on destroy or replace."
+  type        = bool
+  default     = false
+}

@@ -1,0 +1,468 @@
+"""The reliability- and security-critical wiring of infra/, read from the HCL itself.
+
+These run without providers or credentials: they cannot prove an apply works, but they fail
+when a grant, a dead-letter link or an env var the code reads goes missing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from infra_contract import (
+    INFRA,
+    PLATFORM_PROVIDED,
+    Terraform,
+    block,
+    expression,
+    local_refs,
+    required_cloud_env,
+    resource_refs,
+    strings,
+    var_refs,
+)
+
+from taskcore.settings import Settings, env_var_names
+
+# Terraform variable -> the setting of the same meaning in shared/taskcore/settings.py.
+# Terraform configures these on the subscription; `taskctl bootstrap` does the same locally
+# from the setting. Their defaults must agree, or local runs and the cloud differ.
+SUBSCRIPTION_KNOBS = {
+    "max_delivery_attempts": "MAX_DELIVERY_ATTEMPTS",
+    "ack_deadline_seconds": "ACK_DEADLINE_SECONDS",
+    "retry_min_backoff_seconds": "RETRY_MIN_BACKOFF_SECONDS",
+    "retry_max_backoff_seconds": "RETRY_MAX_BACKOFF_SECONDS",
+}
+
+PUBSUB_AGENT = re.compile(
+    r"^serviceAccount:service-\$\{data\.google_project\.\w+\.number\}@gcp-sa-pubsub\.iam\.gserviceaccount\.com$"
+)
+
+
+def setting_default(alias: str):
+    for info in Settings.model_fields.values():
+        if info.alias == alias:
+            return info.default
+    raise AssertionError(f"no setting reads {alias}")
+
+
+def api_container(tf: Terraform) -> dict:
+    _, service = tf.one("google_cloud_run_v2_service")
+    containers = block(service, "template")["containers"]
+    assert len(containers) == 1, "the API service has one container"
+    return containers[0]
+
+
+def worker_container(tf: Terraform) -> dict:
+    _, job = tf.one("google_cloud_run_v2_job")
+    containers = block(job, "template", "template")["containers"]
+    assert len(containers) == 1, "the worker job has one container"
+    return containers[0]
+
+
+def dead_letter_source(tf: Terraform) -> tuple[str, dict]:
+    """The (one) subscription with a dead_letter_policy: the worker's."""
+    found = {
+        n: b
+        for n, b in tf.of_type("google_pubsub_subscription").items()
+        if "dead_letter_policy" in b
+    }
+    assert len(found) == 1, (
+        f"expected one subscription with a dead_letter_policy, found {sorted(found)}"
+    )
+    return next(iter(found.items()))
+
+
+def only_ref(value, rtype: str) -> str:
+    """The name of the one `rtype` resource an expression refers to."""
+    names = {name for t, name in resource_refs(value) if t == rtype}
+    assert len(names) == 1, f"{value!r} should name exactly one {rtype}"
+    return names.pop()
+
+
+def member_of(body: dict) -> str:
+    member = body.get("member")
+    assert isinstance(member, str), f"IAM member resource without a single member: {body}"
+    return member
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def test_terraform_fmt():
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed; `terraform fmt -check -recursive infra/` not run")
+    result = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(INFRA)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"run `terraform fmt -recursive infra/`:\n{result.stdout}{result.stderr}"
+    )
+
+
+# --- references resolve (what `terraform validate` would catch first) -----------------------
+
+
+def test_every_reference_is_declared(tf: Terraform):
+    everything = [tf.resources, tf.data, tf.variables, tf.locals, tf.outputs, tf.checks]
+    text = [s for part in everything for s in strings(part)]
+    missing_resources = {f"{t}.{n}" for t, n in resource_refs(text)} - {
+        f"{t}.{n}" for t, n in tf.resources
+    }
+    # data.google_project.this also matches the resource pattern; it is declared as data.
+    missing_resources -= {f"{t}.{n}" for t, n in tf.data}
+    assert not missing_resources, f"references to undeclared resources: {sorted(missing_resources)}"
+    missing_vars = var_refs(text) - set(tf.variables)
+    assert not missing_vars, f"undeclared variables: {sorted(missing_vars)}"
+    missing_locals = local_refs(text) - set(tf.locals)
+    assert not missing_locals, f"undeclared locals: {sorted(missing_locals)}"
+
+
+def test_only_project_id_is_required(tf: Terraform):
+    required = sorted(name for name, body in tf.variables.items() if "default" not in body)
+    assert required == ["project_id"], "every variable but project_id needs a working default"
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def test_dead_letter_policy_points_at_a_dlq_topic_that_has_a_subscription(tf: Terraform):
+    source_name, source = dead_letter_source(tf)
+    policy = block(source, "dead_letter_policy")
+    dlq_topic = only_ref(policy["dead_letter_topic"], "google_pubsub_topic")
+    assert (("google_pubsub_topic", dlq_topic)) in tf.resources
+    assert only_ref(source["topic"], "google_pubsub_topic") != dlq_topic, (
+        "dead-lettering into the subscription's own topic redelivers poison messages forever"
+    )
+    readers = [
+        name
+        for name, sub in tf.of_type("google_pubsub_subscription").items()
+        if name != source_name and only_ref(sub["topic"], "google_pubsub_topic") == dlq_topic
+    ]
+    assert readers, "messages published to a topic without a subscription are lost"
+    # The code reads the limit from MAX_DELIVERY_ATTEMPTS; Terraform sets both from one variable.
+    assert var_refs(policy["max_delivery_attempts"]) == {"max_delivery_attempts"}
+
+
+def test_subscriptions_never_expire_and_keep_messages(tf: Terraform):
+    source_name, source = dead_letter_source(tf)
+    for name, sub in tf.of_type("google_pubsub_subscription").items():
+        ttl = block(sub, "expiration_policy").get("ttl")
+        assert ttl == "", f'{name}: an idle subscription expires after 31 days unless ttl = ""'
+    assert source["message_retention_duration"] == "604800s", "the worker subscription keeps 7 days"
+    assert "retry_policy" in source, "without a retry policy Pub/Sub redelivers failures at once"
+    assert var_refs(source["ack_deadline_seconds"]) == {"ack_deadline_seconds"}
+    retry = block(source, "retry_policy")
+    assert var_refs(retry["minimum_backoff"]) == {"retry_min_backoff_seconds"}
+    assert var_refs(retry["maximum_backoff"]) == {"retry_max_backoff_seconds"}
+    dlq_subs = [n for n in tf.of_type("google_pubsub_subscription") if n != source_name]
+    for name in dlq_subs:
+        retention = tf.resources[("google_pubsub_subscription", name)]["message_retention_duration"]
+        assert var_refs(retention) == {"dlq_retention_days"}, f"{name}: retention from a variable"
+    assert tf.default("dlq_retention_days") >= 7, "a DLQ should keep dead letters at least a week"
+
+
+def test_pubsub_service_agent_can_dead_letter(tf: Terraform):
+    """Pub/Sub's own agent moves messages: publisher on the DLQ topic, subscriber on the source."""
+    source_name, source = dead_letter_source(tf)
+    dlq_topic = only_ref(
+        block(source, "dead_letter_policy")["dead_letter_topic"], "google_pubsub_topic"
+    )
+
+    def is_agent(member: str) -> bool:
+        if PUBSUB_AGENT.match(member):
+            return True
+        names = local_refs(member)
+        return len(names) == 1 and bool(PUBSUB_AGENT.match(str(tf.locals.get(names.pop(), ""))))
+
+    publishers = [
+        name
+        for name, grant in tf.of_type("google_pubsub_topic_iam_member").items()
+        if grant["role"] == "roles/pubsub.publisher"
+        and is_agent(member_of(grant))
+        and only_ref(grant["topic"], "google_pubsub_topic") == dlq_topic
+    ]
+    assert publishers, "Pub/Sub's service agent needs roles/pubsub.publisher on the DLQ topic"
+    subscribers = [
+        name
+        for name, grant in tf.of_type("google_pubsub_subscription_iam_member").items()
+        if grant["role"] == "roles/pubsub.subscriber"
+        and is_agent(member_of(grant))
+        and only_ref(grant["subscription"], "google_pubsub_subscription") == source_name
+    ]
+    assert subscribers, (
+        "Pub/Sub's service agent needs roles/pubsub.subscriber on the source subscription"
+    )
+
+
+# --- the scheduler -----------------------------------------------------------------------------
+
+
+def test_scheduler_runs_the_worker_job_with_an_oauth_token(tf: Terraform):
+    job_name, _ = tf.one("google_cloud_run_v2_job")
+    runners = {}
+    for name, sched in tf.of_type("google_cloud_scheduler_job").items():
+        if "http_target" in sched:
+            runners[name] = block(sched, "http_target")
+    assert len(runners) == 1, (
+        f"expected one scheduler job with an http_target, found {sorted(runners)}"
+    )
+    ((name, target),) = runners.items()
+    uri = target["uri"]
+    assert re.fullmatch(
+        r"https://run\.googleapis\.com/v2/projects/.+/locations/.+/jobs/.+:run", uri
+    ), uri
+    assert only_ref(uri, "google_cloud_run_v2_job") == job_name
+    assert target["http_method"] == "POST"
+    # A Google API takes an OAuth access token; an OIDC token is for Cloud Run services.
+    assert "oidc_token" not in target
+    token = block(target, "oauth_token")
+    caller = only_ref(token["service_account_email"], "google_service_account")
+    assert var_refs(tf.resources[("google_cloud_scheduler_job", name)]["schedule"]) == {
+        "worker_schedule"
+    }
+
+    grants = [
+        grant
+        for grant in tf.of_type("google_cloud_run_v2_job_iam_member").values()
+        if only_ref(grant["name"], "google_cloud_run_v2_job") == job_name
+        and grant["role"] in ("roles/run.invoker", "roles/run.jobsExecutor")
+        and only_ref(member_of(grant), "google_service_account") == caller
+    ]
+    assert grants, f"google_service_account.{caller} needs run.invoker on the job it runs"
+
+
+# --- security ----------------------------------------------------------------------------------
+
+
+def test_no_public_invoker_by_default(tf: Terraform):
+    public = {"allUsers", "allAuthenticatedUsers"}
+    for (rtype, name), body in tf.resources.items():
+        members = set(strings(body.get("member"))) | set(strings(body.get("members")))
+        if not members & public:
+            continue
+        assert rtype == "google_cloud_run_v2_service_iam_member", f"{rtype}.{name} is public"
+        count = expression(body.get("count")) or ""
+        match = re.fullmatch(r"var\.(\w+)\s*\?\s*1\s*:\s*0", count)
+        assert match, f"{rtype}.{name} grants {members & public} unconditionally"
+        variable = match.group(1)
+        assert tf.default(variable) is False, f"var.{variable} must default to false"
+        assert "WARNING" in tf.variables[variable].get("description", "")
+        warned = [c for c in tf.checks.values() if variable in str(c)]
+        assert warned, f"a check block should warn when var.{variable} is true"
+
+
+def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
+    for rtype in (
+        "google_project_iam_member",
+        "google_project_iam_binding",
+        "google_project_iam_policy",
+    ):
+        assert not tf.of_type(rtype), (
+            f"{rtype}: grant on the topic, subscription, bucket or job instead"
+        )
+    broad = {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/pubsub.editor",
+             "roles/storage.admin", "roles/run.admin", "roles/iam.serviceAccountUser"}  # fmt: skip
+    for (rtype, name), body in tf.resources.items():
+        assert body.get("role") not in broad, f"{rtype}.{name} grants {body.get('role')}"
+
+
+def _grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
+    """service account -> {(role, target resource)} for every IAM member resource."""
+    targets = {
+        "google_pubsub_topic_iam_member": "topic",
+        "google_pubsub_subscription_iam_member": "subscription",
+        "google_storage_bucket_iam_member": "bucket",
+        "google_cloud_run_v2_job_iam_member": "name",
+        "google_cloud_run_v2_service_iam_member": "name",
+        "google_secret_manager_secret_iam_member": "secret_id",
+    }
+    grants: dict[str, set[tuple[str, str]]] = {}
+    for (rtype, _), body in tf.resources.items():
+        if rtype not in targets:
+            continue
+        accounts = {
+            n for t, n in resource_refs(body.get("member")) if t == "google_service_account"
+        }
+        if not accounts:
+            continue
+        target = body[targets[rtype]]
+        if expression(target) == "each.value" and isinstance(body.get("for_each"), dict):
+            refs = resource_refs(body["for_each"])
+        elif expression(target) == "each.value":
+            refs = {("var", v) for v in var_refs(body.get("for_each"))}
+        else:
+            refs = resource_refs(target)
+        for account in accounts:
+            for ref_type, ref_name in refs:
+                grants.setdefault(account, set()).add((body["role"], f"{ref_type}.{ref_name}"))
+    return grants
+
+
+def test_each_service_account_has_exactly_its_grants(tf: Terraform):
+    source_name, source = dead_letter_source(tf)
+    tasks_topic = only_ref(source["topic"], "google_pubsub_topic")
+    dlq_topic = only_ref(
+        block(source, "dead_letter_policy")["dead_letter_topic"], "google_pubsub_topic"
+    )
+    dlq_sub = next(n for n in tf.of_type("google_pubsub_subscription") if n != source_name)
+    bucket, _ = tf.one("google_storage_bucket")
+    job, _ = tf.one("google_cloud_run_v2_job")
+    _, service = tf.one("google_cloud_run_v2_service")
+    api = only_ref(block(service, "template")["service_account"], "google_service_account")
+    _, job_body = tf.one("google_cloud_run_v2_job")
+    worker = only_ref(
+        block(job_body, "template", "template")["service_account"], "google_service_account"
+    )
+    assert api != worker, "the API and the worker run as different service accounts"
+
+    objects = ("roles/storage.objectUser", f"google_storage_bucket.{bucket}")
+    expected = {
+        api: {
+            ("roles/pubsub.publisher", f"google_pubsub_topic.{tasks_topic}"),
+            objects,
+            # The admin dashboard's DLQ browse and replay.
+            ("roles/pubsub.subscriber", f"google_pubsub_subscription.{dlq_sub}"),
+            ("roles/pubsub.viewer", f"google_pubsub_subscription.{dlq_sub}"),
+            ("roles/pubsub.viewer", f"google_pubsub_subscription.{source_name}"),
+            ("roles/secretmanager.secretAccessor", "var.api_secret_env"),
+        },
+        worker: {
+            ("roles/pubsub.subscriber", f"google_pubsub_subscription.{source_name}"),
+            ("roles/pubsub.publisher", f"google_pubsub_topic.{dlq_topic}"),
+            objects,
+            ("roles/secretmanager.secretAccessor", "var.worker_secret_env"),
+        },
+    }
+    grants = _grants_by_account(tf)
+    for account, wanted in expected.items():
+        assert grants.get(account) == wanted, f"google_service_account.{account}"
+    scheduler = set(grants) - set(expected)
+    assert len(scheduler) == 1, f"unexpected service accounts with grants: {sorted(scheduler)}"
+    assert grants[scheduler.pop()] == {("roles/run.invoker", f"google_cloud_run_v2_job.{job}")}
+
+
+def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
+    _, bucket = tf.one("google_storage_bucket")
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert var_refs(bucket.get("force_destroy")) == {"bucket_force_destroy"}
+    assert tf.default("bucket_force_destroy") is False
+    prefixes = {
+        prefix
+        for rule in bucket.get("lifecycle_rule", [])
+        if block(rule, "action")["type"] == "Delete"
+        for prefix in block(rule, "condition").get("matches_prefix", [])
+    }
+    assert {"uploads/", "dlq-archive/"} <= prefixes
+
+
+# --- the env contract between the code and Cloud Run -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scope", "container_of"), [("api", api_container), ("worker", worker_container)]
+)
+def test_cloud_run_sets_every_env_var_the_code_reads(tf: Terraform, scope, container_of):
+    env = tf.container_env(container_of(tf))
+    missing = required_cloud_env(scope) - set(env)
+    assert not missing, (
+        f"the {scope} reads {sorted(missing)} (taskcore.settings) but Cloud Run does not set "
+        f"them: add them to the {scope}'s env in infra/run.tf"
+    )
+    reserved = PLATFORM_PROVIDED[scope] & set(env)
+    assert not reserved, f"Cloud Run sets {sorted(reserved)} itself and rejects them in env"
+    unknown = set(env) - set(env_var_names())
+    assert not unknown, f"{sorted(unknown)} are set but no setting reads them (a typo?)"
+    for name, (kind, _) in env.items():
+        if name.endswith("_KEYS"):
+            assert kind == "secret", f"{name} is a secret: use value_source.secret_key_ref"
+
+
+def test_names_in_env_come_from_the_resources(tf: Terraform):
+    env = tf.container_env(worker_container(tf))
+    source_name, source = dead_letter_source(tf)
+    dlq_topic = only_ref(
+        block(source, "dead_letter_policy")["dead_letter_topic"], "google_pubsub_topic"
+    )
+    dlq_sub = next(n for n in tf.of_type("google_pubsub_subscription") if n != source_name)
+    bucket, _ = tf.one("google_storage_bucket")
+    wanted = {
+        "TOPIC_NAME": ("google_pubsub_topic", only_ref(source["topic"], "google_pubsub_topic")),
+        "SUBSCRIPTION_NAME": ("google_pubsub_subscription", source_name),
+        "DLQ_TOPIC_NAME": ("google_pubsub_topic", dlq_topic),
+        "DLQ_SUBSCRIPTION_NAME": ("google_pubsub_subscription", dlq_sub),
+        "BUCKET_NAME": ("google_storage_bucket", bucket),
+    }
+    for name, ref in wanted.items():
+        assert resource_refs(env[name][1]) == {ref}, f"{name} should be {ref[0]}.{ref[1]}.name"
+
+
+def test_code_and_subscription_share_max_delivery_attempts(tf: Terraform):
+    """MAX_DELIVERY_ATTEMPTS on both containers comes from the variable the subscription uses."""
+    _, source = dead_letter_source(tf)
+    on_subscription = var_refs(block(source, "dead_letter_policy")["max_delivery_attempts"])
+    for container in (api_container(tf), worker_container(tf)):
+        kind, value = tf.container_env(container)["MAX_DELIVERY_ATTEMPTS"]
+        assert kind == "plain" and var_refs(value) == on_subscription
+
+
+@pytest.mark.parametrize(("variable", "setting"), sorted(SUBSCRIPTION_KNOBS.items()))
+def test_subscription_defaults_match_the_code(tf: Terraform, variable, setting):
+    assert float(tf.default(variable)) == float(setting_default(setting)), (
+        f"var.{variable} and {setting} (taskcore.settings) must default alike"
+    )
+
+
+def test_worker_and_api_run_as_their_own_accounts(tf: Terraform):
+    _, service = tf.one("google_cloud_run_v2_service")
+    _, job = tf.one("google_cloud_run_v2_job")
+    assert only_ref(block(service, "template")["service_account"], "google_service_account")
+    assert only_ref(block(job, "template", "template")["service_account"], "google_service_account")
+    # Task count, parallelism, timeout and retries come from variables.
+    assert var_refs(block(job, "template")["task_count"]) == {"job_task_count"}
+    assert var_refs(block(job, "template")["parallelism"]) == {"job_parallelism"}
+    task = block(job, "template", "template")
+    assert var_refs(task["timeout"]) == {"job_task_timeout_seconds"}
+    assert var_refs(task["max_retries"]) == {"job_max_retries"}
+
+
+# --- observability -----------------------------------------------------------------------------
+
+
+def test_log_metrics_use_the_worker_log_fields(tf: Terraform):
+    metrics = tf.of_type("google_logging_metric")
+    events = set()
+    for name, metric in metrics.items():
+        events |= set(re.findall(r'jsonPayload\.event="(\w+)"', metric["filter"]))
+        extractors = metric.get("label_extractors", {})
+        assert extractors.get("task_type") == "EXTRACT(jsonPayload.task_type)", name
+    assert {"task_succeeded", "task_failed", "task_dead_lettered"} <= events
+    distributions = [m for m in metrics.values() if m.get("value_extractor")]
+    assert any(m["value_extractor"] == "EXTRACT(jsonPayload.duration_ms)" for m in distributions)
+
+
+def test_alerts_cover_dlq_backlog_oldest_unacked_and_job_failures(tf: Terraform):
+    filters = " ".join(
+        block(condition, "condition_threshold")["filter"]
+        for policy in tf.of_type("google_monitoring_alert_policy").values()
+        for condition in policy["conditions"]
+    )
+    for metric in (
+        "pubsub.googleapis.com/subscription/num_undelivered_messages",
+        "pubsub.googleapis.com/subscription/oldest_unacked_message_age",
+        "run.googleapis.com/job/completed_execution_count",
+    ):
+        assert metric in filters, f"no alert on {metric}"
+
+
+def test_outputs_give_the_url_and_next_commands(tf: Terraform):
+    assert {"api_url", "names", "next_steps"} <= set(tf.outputs)
+    assert resource_refs(tf.outputs["api_url"]["value"]) == {("google_cloud_run_v2_service", "api")}
