@@ -64,6 +64,8 @@ class InFlight:
 
     received: ReceivedMessage
     context: TaskContext | None = None
+    error_type: str | None = None
+    error_message: str | None = None
 
 
 class TaskProcessor:
@@ -115,15 +117,19 @@ class TaskProcessor:
                     outcome = Outcome.RETRIED
             finally:
                 self.leases.release(received.ack_id)
-            log.info(
-                "task %s",
+            # One line per message outcome: the log-based metrics count these events.
+            fields = {
+                "event": f"task_{outcome.value}",
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                "error_type": item.error_type,
+            }
+            failed = outcome in (Outcome.RETRIED, Outcome.DEAD_LETTERED)
+            log.log(
+                logging.WARNING if failed else logging.INFO,
+                "task %s%s",
                 outcome.value,
-                extra={
-                    "json_fields": {
-                        "event": f"task_{outcome.value}",
-                        "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                    }
-                },
+                f": {item.error_message}" if item.error_message else "",
+                extra={"json_fields": fields},
             )
             return outcome
 
@@ -132,10 +138,14 @@ class TaskProcessor:
         data = received.message.data
         try:
             envelope, payload = parse_message(
-                self.task_types, data, attributes, self.settings.max_task_bytes
+                self.task_types,
+                data,
+                attributes,
+                self.settings.max_task_bytes,
+                message_id=received.message.message_id,
             )
         except PermanentTaskError as exc:
-            return self._dead_letter(received, attributes, attempt, exc, {}, None)
+            return self._dead_letter(item, attributes, attempt, exc, {}, None)
         task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
         with task_context(**task_fields):
             previous = self.status.get(envelope.task_id)
@@ -161,7 +171,7 @@ class TaskProcessor:
                     f"no handler is registered for task_type {envelope.task_type!r}"
                 )
                 error.error_type = "no_handler"
-                return self._dead_letter(received, attributes, attempt, error, task_fields, status)
+                return self._dead_letter(item, attributes, attempt, error, task_fields, status)
             task_type = self.task_types.get(envelope.task_type)
             ctx = TaskContext(
                 settings=self.settings,
@@ -184,13 +194,11 @@ class TaskProcessor:
                 self.settler.nack([received.ack_id])
                 return Outcome.CANCELLED
             except PermanentTaskError as exc:
-                return self._dead_letter(received, attributes, attempt, exc, task_fields, status)
+                return self._dead_letter(item, attributes, attempt, exc, task_fields, status)
             except Exception as exc:
                 if is_infrastructure_error(exc):
                     raise
-                return self._transient_failure(
-                    received, attributes, attempt, exc, task_fields, status
-                )
+                return self._transient_failure(item, attributes, attempt, exc, task_fields, status)
             self.settler.ack(received.ack_id)
             return Outcome.SUCCEEDED
 
@@ -218,31 +226,26 @@ class TaskProcessor:
         except Exception as write_exc:
             log.warning("status record not updated to %s: %s", state.value, write_exc)
 
-    def _transient_failure(
-        self, received, attributes, attempt, exc, task_fields, status
-    ) -> Outcome:
+    def _transient_failure(self, item, attributes, attempt, exc, task_fields, status) -> Outcome:
         if attempt is not None and attempt >= self.max_delivery_attempts:
             # The last attempt: dead-letter explicitly so the reason travels with the message.
-            return self._dead_letter(received, attributes, attempt, exc, task_fields, status)
-        log.warning(
-            "task failed (attempt %s), will retry: %s",
-            attempt,
-            _describe(exc),
-            extra={"json_fields": {"error_type": _error_type(exc)}},
-        )
+            return self._dead_letter(item, attributes, attempt, exc, task_fields, status)
+        item.error_type, item.error_message = _error_type(exc), _describe(exc)
         self._update(status, TaskState.FAILED, exc)
-        self.settler.nack([received.ack_id])
+        self.settler.nack([item.received.ack_id])
         return Outcome.RETRIED
 
-    def _dead_letter(self, received, attributes, attempt, exc, task_fields, status) -> Outcome:
-        error_type = _error_type(exc)
+    def _dead_letter(self, item, attributes, attempt, exc, task_fields, status) -> Outcome:
+        received = item.received
+        error_type = item.error_type = _error_type(exc)
+        item.error_message = _describe(exc)
         try:
             dead_letter(
                 self.publisher,
                 received.message.data,
                 attributes,
                 error_type=error_type,
-                error_message=_describe(exc),
+                error_message=item.error_message,
                 delivery_attempt=attempt,
                 task_fields=task_fields,
             )
@@ -252,11 +255,6 @@ class TaskProcessor:
             self.settler.nack([received.ack_id])
             return Outcome.RETRIED
         self._update(status, TaskState.DEAD_LETTERED, exc)
-        log.warning(
-            "task dead-lettered: %s",
-            _describe(exc),
-            extra={"json_fields": {"error_type": error_type}},
-        )
         self.settler.ack(received.ack_id)
         return Outcome.DEAD_LETTERED
 

@@ -79,6 +79,7 @@ def parse_message(
     data: bytes,
     attributes: Mapping[str, str],
     max_bytes: int = MAX_MESSAGE_BYTES,
+    message_id: str | None = None,
 ) -> tuple[TaskEnvelope, TaskPayload]:
     """Parse and validate a message body; InvalidTaskError says exactly what is wrong."""
     if len(data) > max_bytes:
@@ -112,7 +113,9 @@ def parse_message(
         fields = {
             k: v for k, v in body.items() if k not in ("task_type", "task_id", "submitted_at")
         }
-    task_id = body.get("task_id") or attributes.get("task_id") or _content_task_id(data)
+    task_id = (
+        body.get("task_id") or attributes.get("task_id") or _fallback_task_id(data, message_id)
+    )
     payload = registry.validate_payload(task_type, fields)
     try:
         envelope = TaskEnvelope(
@@ -127,9 +130,13 @@ def parse_message(
     return envelope, payload
 
 
-def _content_task_id(data: bytes) -> str:
-    # A message without a task_id (hand-published) is keyed by its content, never by the
-    # Pub/Sub message id: a replay gets a new message id but must find the same outputs.
+def _fallback_task_id(data: bytes, message_id: str | None) -> str:
+    # A message published without a task_id (by hand, or by Cloud Scheduler on a cron) is
+    # one task per publish: its message id is stable across redeliveries, and each cron
+    # run gets a new one. A dead letter carries the id as an attribute, so a replay (which
+    # gets a new message id) still finds the same outputs.
+    if message_id:
+        return f"msg-{message_id}"
     return "content-" + hashlib.sha256(data).hexdigest()[:32]
 
 

@@ -74,11 +74,13 @@ def test_envelope_round_trips_through_a_message(registry):
 
 def test_recipe_flat_message_shape_is_understood(registry):
     data = json.dumps({"task_type": "file_processing", "filename": "a.txt"}).encode()
-    first, payload = parse_message(registry, data, {})
-    second, _ = parse_message(registry, data, {})
+    first, payload = parse_message(registry, data, {}, message_id="123")
+    redelivered, _ = parse_message(registry, data, {}, message_id="123")
+    next_cron_run, _ = parse_message(registry, data, {}, message_id="456")
     assert payload.filename == "a.txt"
-    # No task_id: keyed by content, so a replay (new message id) finds the same outputs.
-    assert first.task_id == second.task_id
+    # No task_id: one task per publish, stable across redeliveries of that publish.
+    assert first.task_id == redelivered.task_id == "msg-123"
+    assert next_cron_run.task_id != first.task_id
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,39 @@
+"""task_api: the HTTP front door that validates tasks and publishes them to Pub/Sub.
+
+`create_app()` is the application factory, also usable by gunicorn:
+`gunicorn --config python:task_api.gunicorn_config 'task_api:create_app()'`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from task_api.errors import register_error_handlers
+from task_api.routes import health, tasks, uploads
+from task_api.services import EXTENSION_KEY, ApiServices, LazyClients
+from taskcore.settings import Settings
+from taskcore.task_types import default_registry
+
+
+def create_app(
+    settings: Settings | None = None, *, publisher: Any = None, storage: Any = None
+) -> Flask:
+    """Build the API; publisher and storage replace the real clients (tests inject fakes)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    # Keep keys in the order the handlers wrote them, and skip the sort on the hot path.
+    app.json.sort_keys = False
+    app.extensions[EXTENSION_KEY] = ApiServices(
+        settings=settings,
+        registry=default_registry(),
+        clients=LazyClients(settings, publisher=publisher, storage=storage),
+    )
+    register_error_handlers(app)
+    for blueprint in (health.bp, tasks.bp, uploads.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+__all__ = ["create_app"]

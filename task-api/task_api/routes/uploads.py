@@ -1,0 +1,112 @@
+"""POST /uploads: store one multipart file under uploads/ in the bucket, create-only by default."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import IO
+
+import requests
+from flask import Blueprint, Response, jsonify, request
+from google.api_core import exceptions as gexc
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import secure_filename
+
+from task_api.services import services
+from taskcore.errors import ApiRequestError, InfrastructureError
+from taskcore.task_types import check_object_name
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("uploads", __name__)
+
+UPLOAD_PREFIX = "uploads/"
+# Room for the multipart boundaries, part headers and the `name` field around the file itself.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@bp.post("/uploads")
+def upload() -> tuple[Response, int]:
+    """Store the `file` part as uploads/<name>; 409 if it exists unless ?overwrite=true."""
+    api = services()
+    limit = api.settings.max_upload_bytes
+    if request.mimetype != "multipart/form-data":
+        raise ApiRequestError(
+            f"Content-Type must be multipart/form-data, not {request.mimetype or 'missing'}",
+            status=415,
+            code="unsupported_media_type",
+        )
+    # Werkzeug stops reading (413) once the body passes this, before spooling it all to disk.
+    request.max_content_length = limit + MULTIPART_OVERHEAD_BYTES
+    try:
+        file = request.files.get("file")
+        given_name = request.form.get("name")
+    except RequestEntityTooLarge:
+        raise _too_large(limit) from None
+    if file is None:
+        raise ApiRequestError(
+            "multipart field 'file' is required",
+            code="missing_file",
+            details=[{"field": "file", "message": "field required", "type": "missing"}],
+        )
+    name = _object_name(given_name, file.filename)
+    size = _stream_size(file.stream)
+    if size > limit:
+        raise _too_large(limit)
+    object_name = UPLOAD_PREFIX + name
+    content_type = file.mimetype or "application/octet-stream"
+    overwrite = request.args.get("overwrite", "").lower() in _TRUE
+    blob = api.clients.bucket.blob(object_name)
+    try:
+        # if_generation_match=0 makes the write create-only on the server, so two racing
+        # uploads of one name cannot both succeed.
+        blob.upload_from_file(
+            file.stream,
+            size=size,
+            content_type=content_type,
+            if_generation_match=None if overwrite else 0,
+        )
+    except gexc.PreconditionFailed:
+        raise ApiRequestError(
+            f"{object_name} already exists; add ?overwrite=true to replace it",
+            status=409,
+            code="upload_exists",
+        ) from None
+    except (gexc.GoogleAPIError, requests.RequestException) as exc:
+        raise InfrastructureError(f"upload of {object_name} failed: {type(exc).__name__}") from exc
+    log.info("upload stored", extra={"json_fields": {"object": object_name, "size": size}})
+    uri = f"gs://{api.settings.bucket_name}/{object_name}"
+    body = {
+        "name": name,
+        "object": object_name,
+        "uri": uri,
+        "size": size,
+        "content_type": content_type,
+    }
+    return jsonify(body), 201
+
+
+def _object_name(given: str | None, filename: str | None) -> str:
+    """The caller's `name` as given (checked), else the file's own name made safe."""
+    field, name = ("name", given) if given else ("file", secure_filename(filename or ""))
+    try:
+        return check_object_name(name)
+    except ValueError as exc:
+        raise ApiRequestError(
+            f"invalid object name: {exc}",
+            code="invalid_object_name",
+            details=[{"field": field, "message": str(exc), "type": "invalid_object_name"}],
+        ) from None
+
+
+def _stream_size(stream: IO[bytes]) -> int:
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    return size
+
+
+def _too_large(limit: int) -> ApiRequestError:
+    return ApiRequestError(
+        f"file is larger than the {limit}-byte upload limit", status=413, code="upload_too_large"
+    )

@@ -1,0 +1,84 @@
+"""Running the API under gunicorn, configured for Cloud Run.
+
+`gunicorn_options(settings)` is the one source of the server's configuration: both
+`gunicorn_config.py` (for the plain gunicorn command line) and `serve()` use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from taskcore.logs import configure_logging
+from taskcore.settings import Settings
+
+# Cloud Run gives a stopping instance 10 s after SIGTERM; finish in-flight requests before that.
+GRACEFUL_TIMEOUT_SECONDS = 8
+
+
+def gunicorn_options(
+    settings: Settings, host: str = "0.0.0.0", port: int | None = None
+) -> dict[str, Any]:
+    """gunicorn settings for the API: gthread workers, no worker timeout, no access log."""
+
+    def on_starting(server) -> None:
+        # In the master before forking, so every worker inherits the JSON log handler.
+        configure_logging(settings.log_level, {"service": "task-api"})
+
+    return {
+        "bind": f"{host}:{port or settings.port}",
+        "worker_class": "gthread",
+        "workers": settings.api_workers,
+        "threads": settings.api_threads,
+        # Cloud Run enforces the request timeout; gunicorn killing a busy worker would only
+        # drop the other requests it was serving.
+        "timeout": 0,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        # Cloud Run already writes a request log per request; a second one costs throughput.
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": settings.log_level.lower(),
+        # The control socket defaults to a fixed path under $HOME: two servers on one machine
+        # (tests, `taskctl dev`) would fight over it, and Cloud Run has no use for it.
+        "control_socket_disable": True,
+        "on_starting": on_starting,
+    }
+
+
+class _ApiServer(BaseApplication):
+    """gunicorn running create_app(settings) with gunicorn_options(settings)."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from task_api import create_app
+
+        return create_app(self._settings)
+
+
+def serve(settings: Settings | None = None, host: str = "0.0.0.0", port: int | None = None) -> None:
+    """Run the API under gunicorn on host:port (default: $PORT) until it is stopped."""
+    settings = settings or Settings.from_env()
+    _ApiServer(settings, gunicorn_options(settings, host, port)).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m task_api.server [--host H] [--port P]`, settings from the environment."""
+    parser = argparse.ArgumentParser(prog="python -m task_api.server", description=main.__doc__)
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=None)
+    args = parser.parse_args(argv)
+    serve(Settings.from_env(), args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""What the routes share within one app: settings, the task registry and the Google clients.
+
+Clients are created on first use, once per process, and reused by every request thread:
+a PublisherClient per request would open a gRPC channel and a batching thread each time.
+Nothing is created when the app is built, so gunicorn forks before any channel exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from google.cloud import storage as gcs
+
+from taskcore.clients import storage_client
+from taskcore.publishing import Publisher
+from taskcore.settings import Settings
+from taskcore.task_types import TaskTypeRegistry
+
+EXTENSION_KEY = "task_api"
+
+
+class LazyClients:
+    """The API's publisher and bucket, built on first use under a lock and then shared."""
+
+    def __init__(self, settings: Settings, *, publisher: Any = None, storage: Any = None) -> None:
+        self.settings = settings
+        # Re-entrant: the bucket factory asks for the storage client under the same lock.
+        self._lock = threading.RLock()
+        self._publisher = publisher
+        self._storage = storage
+        self._bucket: gcs.Bucket | None = None
+
+    def _once(self, attribute: str, factory: Callable[[], Any]) -> Any:
+        # Double-checked: the hot path reads an attribute; only the first callers take the lock.
+        value = getattr(self, attribute)
+        if value is None:
+            with self._lock:
+                value = getattr(self, attribute)
+                if value is None:
+                    value = factory()
+                    setattr(self, attribute, value)
+        return value
+
+    @property
+    def publisher(self) -> Publisher:
+        """The shared task publisher (anything with publish_task(envelope) -> message id)."""
+        return self._once("_publisher", lambda: Publisher(self.settings))
+
+    @property
+    def storage(self) -> gcs.Client:
+        """The shared Cloud Storage client."""
+        return self._once("_storage", lambda: storage_client(self.settings))
+
+    @property
+    def bucket(self) -> gcs.Bucket:
+        """The pipeline's bucket on the shared client (no request is made)."""
+        return self._once("_bucket", lambda: self.storage.bucket(self.settings.bucket_name))
+
+    def close(self) -> None:
+        """Flush and stop the publisher if one was created; safe to call twice."""
+        with self._lock:
+            publisher, self._publisher = self._publisher, None
+        close = getattr(publisher, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclass
+class ApiServices:
+    """Everything a request handler needs besides the request itself."""
+
+    settings: Settings
+    registry: TaskTypeRegistry
+    clients: LazyClients
+
+
+def services() -> ApiServices:
+    """The current app's services (inside a request or app context)."""
+    return current_app.extensions[EXTENSION_KEY]
