@@ -350,7 +350,10 @@ variable "log_level" {
 variable "api_secret_env" {
   description = "Environment variable name => Secret Manager secret id (same project) for API settings that are secrets (names ending in _KEYS). Create each secret and a version first; see docs/deploy.md."
   type        = map(string)
-  default     = {}
+  default = {
+    API_KEYS       = "task-api-keys"
+    ADMIN_API_KEYS = "task-admin-api-keys"
+  }
 }
 
 variable "worker_secret_env" {

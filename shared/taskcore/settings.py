@@ -191,6 +191,20 @@ class Settings(BaseModel):
     api_threads: int = _env(
         "API_THREADS", 16, "api", "Request threads per API worker process.", ge=1, le=256
     )
+    api_keys: frozenset[str] = _env(
+        "API_KEYS",
+        frozenset(),
+        "api",
+        "Comma-separated keys that may submit tasks; empty means no key is required.",
+        repr=False,
+    )
+    admin_api_keys: frozenset[str] = _env(
+        "ADMIN_API_KEYS",
+        frozenset(),
+        "api",
+        "Comma-separated keys for /admin; empty disables the admin API and dashboard.",
+        repr=False,
+    )
 
     # --- logging and the Cloud Run execution ------------------------------------------------
     log_level: str = _env("LOG_LEVEL", "INFO", "both", "Python log level.")
@@ -211,6 +225,13 @@ class Settings(BaseModel):
     storage_emulator_host: str | None = _env(
         "STORAGE_EMULATOR_HOST", None, "local", "URL of a GCS emulator (local only)."
     )
+
+    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value):
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("log_level")
     @classmethod

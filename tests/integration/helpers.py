@@ -93,7 +93,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = {}
     for name, field in type(settings).model_fields.items():
         value = getattr(settings, name)
-        if value is not None:
+        if isinstance(value, frozenset):
+            env[field.alias] = ",".join(sorted(value))
+        elif value is not None:
             env[field.alias] = str(value)
     return env
 
