@@ -205,7 +205,9 @@ class Worker:
                         "subscription": self.settings.subscription_path,
                         "max_messages": wanted,
                     },
-                    timeout=min(5.0, max(1.0, self.settings.idle_timeout_seconds)),
+                    # Short: the emulator (and Pub/Sub) hold an empty pull open until the
+                    # deadline, and idleness is only noticed between pulls.
+                    timeout=min(1.0, max(0.2, self.settings.idle_timeout_seconds / 2)),
                     retry=None,
                 )
                 return list(response.received_messages)
@@ -247,7 +249,8 @@ class Worker:
             )
 
     def close(self) -> None:
-        """Release the clients."""
+        """Send queued acks, then release the clients."""
+        self.settler.close()
         self.publisher.close()
         self.subscriber.close()
 

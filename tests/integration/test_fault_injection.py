@@ -272,7 +272,7 @@ def test_transient_error_twice_then_success_records_the_attempts(pipeline):
 
     handlers.register("data_transformation", flaky)
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
-    summary = drain_subscription(pipeline, handlers=handlers)
+    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), handlers=handlers)
 
     assert summary.outcomes["retried"] == 2 and summary.outcomes["succeeded"] == 1
     status = status_of(pipeline, task_id)
@@ -297,7 +297,7 @@ def test_failed_dead_letter_publish_leaves_the_message_unacked_and_not_lost(pipe
     assert summary.outcomes["retried"] == 1 and summary.outcomes["dead_lettered"] == 0
     assert pull_all(pipeline, pipeline.dlq_subscription_path, wait=1) == []
 
-    summary = drain_subscription(pipeline)
+    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6))
     assert summary.outcomes["dead_lettered"] == 1
     (dead,) = pull_all(pipeline, pipeline.dlq_subscription_path)
     assert dead.message.attributes["error_type"] == "invalid_json"

@@ -68,7 +68,9 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
     handlers = default_handlers()
     handlers.register("data_transformation", broken)
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
-    summary = drain_subscription(pipeline, handlers=handlers)
+    # The emulator redelivers a nacked message after a few seconds whatever the backoff says;
+    # the idle window must outlast that for all attempts to land in one execution.
+    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), handlers=handlers)
 
     assert calls == [1, 2, 3, 4, 5]
     assert summary.outcomes["retried"] == 4
