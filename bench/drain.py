@@ -93,7 +93,7 @@ def run_once(scenario: str, workdir: str) -> dict:
         settings = Settings.from_env()
         bootstrap(settings)
         task_ids = queue_tasks(settings, spec["tasks"], spec["processing_time"])
-        env = {**os.environ, "LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "LOG_LEVEL": "INFO"}
         started = time.time()
         proc = subprocess.run(
             [sys.executable, "-m", "taskcore.cli", "worker"],

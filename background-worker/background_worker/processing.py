@@ -28,6 +28,7 @@ from google.pubsub_v1.types import ReceivedMessage
 
 from background_worker.acks import Settler
 from background_worker.context import TaskCancelled, TaskContext
+from background_worker.deferred import Deferred
 from background_worker.handlers import HandlerRegistry
 from background_worker.leases import LeaseKeeper
 from taskcore.clients import storage_retry
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 # A lease outlives the task's time limit by this much, so a task that overruns and is
 # stopped still has time to be nacked before Pub/Sub redelivers it.
 LEASE_MARGIN_SECONDS = 30.0
+# Tasks that finish sooner never get a `running` status record (see _run).
+RUNNING_RECORD_DELAY = 1.0
 
 
 class Outcome(enum.StrEnum):
@@ -81,6 +84,7 @@ class TaskProcessor:
         settler: Settler,
         leases: LeaseKeeper,
         max_delivery_attempts: int,
+        deferred: Deferred,
     ) -> None:
         self.settings = settings
         self.task_types = task_types
@@ -90,6 +94,7 @@ class TaskProcessor:
         self.settler = settler
         self.leases = leases
         self.max_delivery_attempts = max_delivery_attempts
+        self.deferred = deferred
         self.execution = settings.cloud_run_execution or "local"
         self.storage_retry = storage_retry(settings)
         self.status = StatusStore(bucket, retry=self.storage_retry)
@@ -183,10 +188,17 @@ class TaskProcessor:
             )
             item.context = ctx
             self.leases.hold(received.ack_id, ctx.deadline + LEASE_MARGIN_SECONDS)
+            # The `running` record is written only for tasks still running after a moment:
+            # fast tasks go straight from queued to succeeded, one GCS write fewer each.
+            marker = self.deferred.schedule(RUNNING_RECORD_DELAY, lambda: self.status.put(status))
             try:
-                self.status.put(status)
-                handler(ctx, payload)
-                ctx.check_alive()
+                try:
+                    handler(ctx, payload)
+                    ctx.check_alive()
+                finally:
+                    # After this, the running write has either not started or finished,
+                    # so it can never land after (and overwrite) the final state.
+                    marker.cancel()
                 self._update(
                     status, TaskState.SUCCEEDED, outputs=[o["uri"] for o in ctx.outputs.written]
                 )

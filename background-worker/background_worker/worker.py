@@ -18,6 +18,7 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as api_retry
 
 from background_worker.acks import Settler
+from background_worker.deferred import Deferred
 from background_worker.handlers import HandlerRegistry, default_handlers
 from background_worker.leases import LeaseKeeper
 from background_worker.processing import InFlight, Outcome, TaskProcessor
@@ -93,6 +94,7 @@ class Worker:
             subscription.dead_letter_policy.max_delivery_attempts or settings.max_delivery_attempts
         )
         self.leases = LeaseKeeper(self.settler, ack_deadline)
+        self.deferred = Deferred()
         self.processor = TaskProcessor(
             settings,
             task_types or default_registry(),
@@ -102,6 +104,7 @@ class Worker:
             self.settler,
             self.leases,
             max_attempts,
+            self.deferred,
         )
 
     def _get_subscription(self):
@@ -250,6 +253,7 @@ class Worker:
 
     def close(self) -> None:
         """Send queued acks, then release the clients."""
+        self.deferred.stop()
         self.settler.close()
         self.publisher.close()
         self.subscriber.close()

@@ -93,6 +93,11 @@ def test_sigkill_mid_task_before_output_write_is_redelivered_and_processed_once(
     proc, reached = start_fault_worker(pipeline, "hang_before_write", tmp_path)
     try:
         wait_for(reached.exists, 30, "the worker to start the task")
+        wait_for(
+            lambda: (s := status_of(pipeline, task_id)) is not None and s.state == "running",
+            10,
+            "the running status record",
+        )
         kill(proc)
         assert outputs_of(pipeline, task_id) == {}
         assert status_of(pipeline, task_id).state == "running"
