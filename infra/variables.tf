@@ -157,6 +157,12 @@ variable "dlq_archive_retention_days" {
   default     = 90
 }
 
+variable "idempotency_retention_days" {
+  description = "Idempotency-Key records under idempotency/ are deleted this many days after creation (the replay window)."
+  type        = number
+  default     = 1
+}
+
 variable "bucket_force_destroy" {
   description = "Let `terraform destroy` delete the bucket with its objects. Keep false in production."
   type        = bool
@@ -226,9 +232,27 @@ variable "api_threads" {
 }
 
 variable "publish_timeout_seconds" {
-  description = "PUBLISH_TIMEOUT_SECONDS: how long a submit waits for Pub/Sub before answering 503."
+  description = "PUBLISH_TIMEOUT_SECONDS: how long a submit waits for Pub/Sub before answering 503 (under 5 s in all)."
   type        = number
-  default     = 5
+  default     = 4
+}
+
+variable "max_request_bytes" {
+  description = "MAX_REQUEST_BYTES: largest JSON request body the submit routes read; larger ones get 413."
+  type        = number
+  default     = 1048576
+}
+
+variable "queued_status_records" {
+  description = "QUEUED_STATUS_RECORDS: write a queued status record per published task (off the request path)."
+  type        = bool
+  default     = true
+}
+
+variable "status_queue_size" {
+  description = "STATUS_QUEUE_SIZE: queued status records one API process buffers; beyond it they are dropped and logged."
+  type        = number
+  default     = 20000
 }
 
 # --- the worker (Cloud Run job) --------------------------------------------------------------
@@ -272,7 +296,7 @@ variable "worker_memory" {
 variable "worker_concurrency" {
   description = "WORKER_CONCURRENCY: tasks one worker container runs at once (threads)."
   type        = number
-  default     = 32
+  default     = 64
 }
 
 variable "pull_batch_size" {

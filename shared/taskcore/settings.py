@@ -105,7 +105,7 @@ class Settings(BaseModel):
     # --- worker -----------------------------------------------------------------------------
     worker_concurrency: int = _env(
         "WORKER_CONCURRENCY",
-        32,
+        64,
         "worker",
         "Tasks one execution runs at once (threads).",
         ge=1,
@@ -175,10 +175,30 @@ class Settings(BaseModel):
     )
     publish_timeout_seconds: float = _env(
         "PUBLISH_TIMEOUT_SECONDS",
-        5.0,
+        4.0,
         "api",
-        "How long a submit waits for Pub/Sub before answering 503.",
+        "How long a submit waits for Pub/Sub before answering 503 (keeps the answer under 5 s).",
         gt=0,
+    )
+    max_request_bytes: int = _env(
+        "MAX_REQUEST_BYTES",
+        1024 * 1024,
+        "api",
+        "Largest JSON request body the submit routes read (413 beyond; chunked bodies too).",
+        gt=0,
+    )
+    queued_status_records: bool = _env(
+        "QUEUED_STATUS_RECORDS",
+        True,
+        "api",
+        "Write a `queued` status record for each published task, off the request path.",
+    )
+    status_queue_size: int = _env(
+        "STATUS_QUEUE_SIZE",
+        20_000,
+        "api",
+        "Queued status records one API process holds for its writer; more are dropped and logged.",
+        ge=1,
     )
     api_workers: int = _env(
         "API_WORKERS",
