@@ -1,4 +1,5 @@
-"""taskctl: bootstrap resources, serve the API, run a worker execution, submit tasks, run locally.
+"""taskctl: bootstrap resources, serve the API, run a worker execution, submit tasks, run locally,
+and browse, replay or purge dead letters (`taskctl dlq`).
 
 Every option also reads an environment variable (shown in --help); settings themselves
 come from the environment through taskcore.settings.
@@ -11,6 +12,7 @@ import sys
 
 import click
 
+from taskcore.dlq.cli import dlq
 from taskcore.errors import TaskPipelineError
 from taskcore.settings import Settings
 
@@ -51,6 +53,23 @@ def api(host: str, port: int | None) -> None:
 
     settings = _settings()
     serve(settings, host=host, port=port or settings.port)
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's settings table.")
+def show_settings(markdown: bool) -> None:
+    """Show the settings this process would use (secrets hidden), or the settings table."""
+    from taskcore.settings import settings_table_markdown
+
+    if markdown:
+        click.echo(settings_table_markdown())
+        return
+    settings = _settings()
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if field.alias.endswith("_KEYS"):
+            value = f"({len(value)} keys)"
+        click.echo(f"{field.alias}={value}")
 
 
 @main.command()
@@ -150,6 +169,7 @@ def _mount_pubsub_emulator() -> None:
 
 
 _mount_pubsub_emulator()
+main.add_command(dlq)
 
 if __name__ == "__main__":
     main()

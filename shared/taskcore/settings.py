@@ -314,3 +314,17 @@ def env_var_names(scope: Scope | None = None) -> list[str]:
         ):
             names.append(field.alias)
     return names
+
+
+def settings_table_markdown() -> str:
+    """The settings as the Markdown table the README embeds (kept equal by a test)."""
+    rows = ["| Variable | Default | Read by | Meaning |", "|---|---|---|---|"]
+    for field in Settings.model_fields.values():
+        default = field.default
+        if isinstance(default, frozenset):
+            default = ",".join(sorted(default)) or "(empty)"
+        elif default is None:
+            default = "(unset)"
+        scope = (field.json_schema_extra or {}).get("scope")
+        rows.append(f"| `{field.alias}` | `{default}` | {scope} | {field.description} |")
+    return "\n".join(rows)
