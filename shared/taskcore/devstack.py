@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -44,6 +45,8 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
         os.environ.update(pubsub.env)
         os.environ.update(gcs.env)
         os.environ["PORT"] = str(port)
+        # The dashboard needs an admin key; locally one is made up for this run.
+        os.environ.setdefault("ADMIN_API_KEYS", secrets.token_urlsafe(18))
         settings = Settings.from_env()
         bootstrap(settings)
         api = spawn(
@@ -80,18 +83,21 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
 
 def _banner(url: str, settings: Settings) -> None:
     keys = "API keys are OFF (local only): anyone on this machine can submit."
-    if getattr(settings, "api_keys", None):
+    if settings.api_keys:
         keys = "API keys are ON: send Authorization: Bearer <key>."
+    admin_key = sorted(settings.admin_api_keys)[0]
     _say(
         f"""
 Task pipeline running locally.
   API:      {url}   ({keys})
+  Admin:    {url}/admin?key={admin_key}
   Bucket:   gs://{settings.bucket_name} (GCS emulator)
   Worker:   one execution every few seconds, as Cloud Scheduler would run the job
 
 Try:
   curl -s -X POST {url}/submit-task -H 'Content-Type: application/json' \\
        -d '{{"task_type":"data_transformation","dataset_size":100,"transformation":"aggregate"}}'
+  curl -s {url}/tasks/<task_id>
 
 Ctrl+C stops everything.
 """

@@ -36,10 +36,14 @@ class _ContextFieldsFilter(logging.Filter):
 
 
 def configure_logging(
-    level: str = "INFO", fixed_fields: Mapping[str, Any] | None = None, stream=None
+    level: str = "INFO",
+    fixed_fields: Mapping[str, Any] | None = None,
+    stream=None,
+    project_id: str | None = None,
 ) -> None:
     """Route the root logger to one StructuredLogHandler writing JSON lines."""
-    handler = StructuredLogHandler(stream=stream or sys.stdout)
+    # With the project id, Cloud Run's trace header links request logs to their trace.
+    handler = StructuredLogHandler(stream=stream or sys.stdout, project_id=project_id)
     handler.addFilter(_ContextFieldsFilter(fixed_fields or {}))
     root = logging.getLogger()
     for existing in list(root.handlers):

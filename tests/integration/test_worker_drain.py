@@ -85,3 +85,31 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
     status = status_of(pipeline, task_id)
     assert status.state == "dead_lettered" and status.attempts == 5
     assert "backend said no" in status.last_error["message"]
+
+
+def test_execution_stops_pulling_at_max_messages_and_leaves_the_rest_queued(pipeline):
+    publish_tasks(pipeline, [("data_transformation", {"dataset_size": 3})] * 8)
+    summary = drain_subscription(pipeline.replace(max_messages=3, worker_concurrency=2))
+
+    assert summary.stop_reason == "max_messages"
+    assert summary.received == 3 and summary.outcomes["succeeded"] == 3
+    rest = drain_subscription(pipeline)
+    assert rest.outcomes["succeeded"] == 5
+
+
+def test_execution_stops_pulling_when_its_run_budget_is_spent(pipeline):
+    upload(pipeline, "slow.txt", b"x\n")
+    publish_tasks(
+        pipeline, [("file_processing", {"filename": "slow.txt", "processing_time": 1})] * 6
+    )
+    started = time.monotonic()
+    summary = drain_subscription(
+        pipeline.replace(
+            run_budget_seconds=0.5, worker_concurrency=2, max_processing_time_seconds=1
+        )
+    )
+
+    assert summary.stop_reason == "run_budget"
+    assert summary.received < 6, "no pulls after the budget"
+    assert summary.outcomes["succeeded"] == summary.received, "in-flight work finished"
+    assert time.monotonic() - started < 5
