@@ -1,0 +1,47 @@
+"""`make bench`: every benchmark under bench/, one after another, each printing medians.
+
+.venv/bin/python bench/run_all.py [--only drain,api,...] [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# name -> script and the arguments that give medians of several runs.
+BENCHMARKS = {
+    "drain": ["drain.py"],
+    "api": ["api.py"],
+    "dlq": ["dlq_replay.py"],
+    "pubsub-emulator": ["pubsub_emulator.py"],
+    "gcs-emulator": ["gcs_write_rate.py", "--compare"],
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default="", help="comma-separated names: " + ", ".join(BENCHMARKS)
+    )
+    args = parser.parse_args()
+    chosen = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
+    failed = []
+    for name in chosen:
+        script, *extra = BENCHMARKS[name]
+        if not (HERE / script).exists():
+            print(f"== {name}: {script} is missing", flush=True)
+            failed.append(name)
+            continue
+        print(f"\n== {name}: {script} {' '.join(extra)}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / script), *extra], cwd=HERE.parent).returncode:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
