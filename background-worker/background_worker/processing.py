@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from background_worker.handlers import HandlerRegistry
 from background_worker.leases import LeaseKeeper
 from taskcore.clients import storage_retry
 from taskcore.deadletter import dead_letter
-from taskcore.envelope import parse_message, peek_task_fields
+from taskcore.envelope import TASK_ID_PATTERN, parse_message, peek_task_fields
 from taskcore.errors import InfrastructureError, PermanentTaskError, PublishError, TaskError
 from taskcore.logs import task_context
 from taskcore.publishing import Publisher
@@ -150,7 +151,9 @@ class TaskProcessor:
                 message_id=received.message.message_id,
             )
         except PermanentTaskError as exc:
-            return self._dead_letter(item, attributes, attempt, exc, {}, None)
+            return self._dead_letter(
+                item, attributes, attempt, exc, {}, _poison_status(data, attributes, attempt)
+            )
         task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
         with task_context(**task_fields):
             previous = self.status.get(envelope.task_id)
@@ -280,6 +283,21 @@ def is_infrastructure_error(exc: BaseException) -> bool:
         | gexc.ServiceUnavailable
         | requests.ConnectionError
         | ConnectionError,
+    )
+
+
+def _poison_status(data: bytes, attributes: dict[str, str], attempt: int | None):
+    """A status record for an unparseable message, when it names a usable task_id."""
+    fields = peek_task_fields(data, attributes)
+    task_id = fields.get("task_id", "")
+    if not re.fullmatch(TASK_ID_PATTERN, task_id):
+        return None
+    return TaskStatus(
+        task_id=task_id,
+        task_type=fields.get("task_type") or "unknown",
+        state=TaskState.RUNNING,
+        attempts=attempt or 1,
+        started_at=_now(),
     )
 
 

@@ -9,7 +9,14 @@ import pytest
 
 from background_worker.handlers import default_handlers
 from background_worker.worker import drain_subscription
-from tests.integration.helpers import outputs_of, publish_tasks, pull_all, status_of, upload
+from tests.integration.helpers import (
+    outputs_of,
+    publish_raw,
+    publish_tasks,
+    pull_all,
+    status_of,
+    upload,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +120,21 @@ def test_execution_stops_pulling_when_its_run_budget_is_spent(pipeline):
     assert summary.received < 6, "no pulls after the budget"
     assert summary.outcomes["succeeded"] == summary.received, "in-flight work finished"
     assert time.monotonic() - started < 5
+
+
+def test_invalid_task_with_a_task_id_gets_a_dead_lettered_status_record(pipeline):
+    body = json.dumps(
+        {
+            "task_id": "bad-task-1",
+            "task_type": "data_transformation",
+            "payload": {"dataset_size": 0},
+        }
+    ).encode()
+    publish_raw(pipeline, body, task_id="bad-task-1", task_type="data_transformation")
+    summary = drain_subscription(pipeline)
+
+    assert summary.outcomes["dead_lettered"] == 1
+    status = status_of(pipeline, "bad-task-1")
+    assert status.state == "dead_lettered"
+    assert status.last_error["type"] == "schema_violation"
+    assert "dataset_size" in status.last_error["message"]
