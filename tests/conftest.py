@@ -7,6 +7,7 @@ patched GCS emulator. Each emulator is started once per session and always stopp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -25,18 +26,28 @@ def artifacts_dir() -> Path:
     return ARTIFACTS
 
 
+@contextlib.contextmanager
+def running_emulator(start, log_path: Path):
+    """Start an emulator, point its environment variable at it, and undo both at the end."""
+    with start(log_path=str(log_path)) as emulator:
+        previous = os.environ.get(emulator.env_var)
+        os.environ[emulator.env_var] = emulator.env_value
+        try:
+            yield emulator
+        finally:
+            if previous is None:
+                os.environ.pop(emulator.env_var, None)
+            else:
+                os.environ[emulator.env_var] = previous
+
+
 @pytest.fixture(scope="session")
 def pubsub_emulator(artifacts_dir):
     """A Pub/Sub emulator for the whole session; PUBSUB_EMULATOR_HOST points at it."""
     from taskcore.emulators import start_pubsub_emulator
 
-    with start_pubsub_emulator(log_path=str(artifacts_dir / "pubsub-emulator.log")) as emulator:
-        previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.env_value
-        try:
-            yield emulator
-        finally:
-            _restore_env("PUBSUB_EMULATOR_HOST", previous)
+    with running_emulator(start_pubsub_emulator, artifacts_dir / "pubsub-emulator.log") as em:
+        yield em
 
 
 @pytest.fixture(scope="session")
@@ -44,20 +55,8 @@ def gcs_emulator(artifacts_dir):
     """The patched GCS emulator for the whole session; STORAGE_EMULATOR_HOST points at it."""
     from taskcore.emulators import start_gcs_emulator
 
-    with start_gcs_emulator(log_path=str(artifacts_dir / "gcs-emulator.log")) as emulator:
-        previous = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = emulator.env_value
-        try:
-            yield emulator
-        finally:
-            _restore_env("STORAGE_EMULATOR_HOST", previous)
-
-
-def _restore_env(name: str, previous: str | None) -> None:
-    if previous is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = previous
+    with running_emulator(start_gcs_emulator, artifacts_dir / "gcs-emulator.log") as em:
+        yield em
 
 
 def make_test_settings(**overrides) -> Settings:
