@@ -1,0 +1,57 @@
+"""Purging dead letters: archive them first if asked (create-only), then ack them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from google.cloud import pubsub_v1, storage
+
+from taskcore.dlq.audit import Actor, DlqUsageError, OperationResult, record_audit, write_archive
+from taskcore.dlq.letters import DeadLetterFilter, attach_status, select
+from taskcore.dlq.scan import DlqScan
+from taskcore.settings import Settings
+from taskcore.status import StatusStore
+
+
+def run_purge(
+    settings: Settings,
+    flt: DeadLetterFilter,
+    *,
+    actor: Actor,
+    bucket: storage.Bucket,
+    subscriber: pubsub_v1.SubscriberClient | None = None,
+    archive: bool = False,
+    limit: int | None = None,
+    dry_run: bool = False,
+    confirm: Callable[[int], bool] | None = None,
+) -> OperationResult:
+    """Scan, select, (confirm,) archive if asked (create-only), then ack; audit it."""
+    if flt.is_empty:
+        raise DlqUsageError(
+            "say which dead letters to purge: all, task ids, task type, error or since"
+        )
+    result = OperationResult("purge", flt.describe(), dry_run=dry_run)
+    started = time.monotonic()
+    try:
+        with DlqScan(settings, subscriber) as scan:
+            letters = scan.scan()
+            attach_status(letters, StatusStore(bucket))
+            matched = select(letters, flt)
+            chosen = matched[:limit] if limit else matched
+            result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
+            result.task_ids = [letter.task_id for letter in chosen]
+            if dry_run or not chosen:
+                return result
+            if confirm is not None and not confirm(len(chosen)):
+                result.cancelled = True
+                return result
+            if archive:
+                # Written (create-only) before any ack: if it fails, nothing is purged.
+                result.archive = write_archive(bucket, chosen)
+            scan.ack(chosen)
+            result.done = len(chosen)
+    finally:
+        result.seconds = round(time.monotonic() - started, 3)
+    record_audit(bucket, actor, result, limit=limit, archive=archive)
+    return result

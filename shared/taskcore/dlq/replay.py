@@ -1,0 +1,339 @@
+"""Replaying dead letters: republish to the task topic, ack in the DLQ once confirmed.
+
+A replay publishes the original data and attributes minus the dead-letter reason (the
+worker's ERROR_ATTRIBUTES and Pub/Sub's CloudPubSubDeadLetter*), plus replay_count and
+replayed_at, and keeps a task_id attribute. A dead letter is acked only after Pub/Sub has
+confirmed its publish, so a crash in between replays a task twice (the worker's `succeeded`
+record turns the second run into a no-op) and never loses one; Ctrl+C publishes nothing
+more, and whatever was not published stays in the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1, storage
+
+from taskcore.deadletter import ERROR_ATTRIBUTES, PUBSUB_DEAD_LETTER_PREFIX
+from taskcore.dlq.audit import Actor, DlqUsageError, OperationResult, now, record_audit
+from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, attach_status, select
+from taskcore.dlq.scan import DlqScan
+from taskcore.envelope import parse_message
+from taskcore.errors import InvalidTaskError, TaskPipelineError
+from taskcore.publishing import Publisher, check_attributes
+from taskcore.settings import Settings
+from taskcore.status import StatusStore
+from taskcore.task_types import TaskTypeRegistry, default_registry
+
+log = logging.getLogger(__name__)
+
+REPLAY_ATTRIBUTES = ("replay_count", "replayed_at")
+PUBLISH_THREADS = 16
+ACK_BATCH = 500
+ACK_FLUSH_SECONDS = 0.5
+
+
+class ReplayRefused(TaskPipelineError):
+    """Raised when --set would make a selected task invalid (or break limits); nothing is published."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        first = problems[0]
+        super().__init__(
+            f"{len(problems)} selected task(s) cannot be replayed as asked, e.g. "
+            f"{first['task_id']}: {first['error']}; nothing was replayed"
+        )
+        self.problems = problems
+
+
+def parse_rate(text: str | float | None) -> float | None:
+    """'10/s', '600/m', '10' (per second) → messages per second; None or 0 means no limit."""
+    if text in (None, ""):
+        return None
+    if isinstance(text, int | float):
+        value, per = float(text), 1.0
+    else:
+        number, _, unit = str(text).strip().partition("/")
+        units = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+        if unit.strip().lower() not in units:
+            raise ValueError(f"rate {text!r}: use N/s, N/m or N/h")
+        try:
+            value, per = float(number), units[unit.strip().lower()]
+        except ValueError:
+            raise ValueError(f"rate {text!r} is not a number per s, m or h") from None
+    if value < 0:
+        raise ValueError("rate must not be negative")
+    return value / per if value else None
+
+
+class RateLimiter:
+    """Spaces calls 1/rate apart, without letting a slow stretch bank a burst."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self._next: float | None = None
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Wait for the next slot; False if `stop` was set meanwhile."""
+        if not self.interval:
+            return not stop.is_set()
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now
+        delay = self._next - now
+        if delay > 0 and stop.wait(delay):
+            return False
+        # Keep the schedule through small delays; after a long stall start afresh from now.
+        late = time.monotonic() - self._next
+        self._next = (self._next if late < self.interval else time.monotonic()) + self.interval
+        return not stop.is_set()
+
+
+def replay_attributes(letter: DeadLetter, now: datetime) -> dict[str, str]:
+    """The original attributes without the dead-letter reason, plus the replay's own."""
+    kept = {
+        key: value
+        for key, value in letter.attributes.items()
+        if key not in ERROR_ATTRIBUTES
+        and key not in REPLAY_ATTRIBUTES
+        and not key.startswith(PUBSUB_DEAD_LETTER_PREFIX)
+        # goog* keys are reserved: Pub/Sub refuses to have them published.
+        and not key.startswith("goog")
+    }
+    # An id-less task keeps the id it is listed under, so replays of it share status/outputs.
+    kept["task_id"] = kept.get("task_id") or letter.task_id
+    kept["replay_count"] = str(letter.replay_count + 1)
+    kept["replayed_at"] = now.isoformat()
+    return kept
+
+
+def patch_body(data: bytes, sets: Sequence[tuple[str, Any]]) -> bytes:
+    """Set payload fields (dotted names reach into objects) in an envelope or flat body."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidTaskError("the body is not JSON, so it has no fields to set") from None
+    if not isinstance(body, dict):
+        raise InvalidTaskError("the body is not a JSON object, so it has no fields to set")
+    # The envelope keeps fields under "payload"; the recipe's flat shape keeps them at the top.
+    target = body["payload"] if isinstance(body.get("payload"), dict) else body
+    for name, value in sets:
+        node = target
+        *parents, leaf = name.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass
+class Prepared:
+    """A dead letter and the message its replay publishes."""
+
+    letter: DeadLetter
+    data: bytes
+    attributes: dict[str, str]
+
+
+def prepare(
+    letters: Iterable[DeadLetter],
+    sets: Sequence[tuple[str, Any]],
+    registry: TaskTypeRegistry,
+    now: datetime,
+) -> tuple[list[Prepared], list[dict[str, Any]]]:
+    """The messages to publish, and what is wrong with those a patch would make invalid."""
+    prepared, problems = [], []
+    for letter in letters:
+        attributes = replay_attributes(letter, now)
+        try:
+            data = letter.data
+            if sets:
+                data = patch_body(letter.data, sets)
+                # The worker would dead-letter an invalid task at once: refuse it here instead.
+                parse_message(registry, data, attributes, message_id=letter.message_id)
+            check_attributes(attributes)
+        except InvalidTaskError as exc:
+            problems.append(
+                {"task_id": letter.task_id, "message_id": letter.message_id, "error": str(exc)}
+            )
+            continue
+        prepared.append(Prepared(letter, data, attributes))
+    return prepared, problems
+
+
+class _AckBatcher:
+    """Acks confirmed replays in batches: one RPC for many, at most ACK_FLUSH_SECONDS late."""
+
+    def __init__(self, scan: DlqScan) -> None:
+        self.scan = scan
+        self._pending: list[DeadLetter] = []
+        self._lock = threading.Lock()
+        self._last = time.monotonic()
+        self.failed = 0
+
+    def add(self, letter: DeadLetter) -> None:
+        with self._lock:
+            self._pending.append(letter)
+            due = (
+                len(self._pending) >= ACK_BATCH or time.monotonic() - self._last > ACK_FLUSH_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._last = time.monotonic()
+        if not batch:
+            return
+        try:
+            self.scan.ack(batch)
+        except gexc.GoogleAPICallError as exc:
+            # The replays are published; these dead letters come back when their leases end
+            # and a later replay of them is a duplicate the worker recognises.
+            self.failed += len(batch)
+            log.warning("ack of %d replayed dead letters failed: %s", len(batch), exc)
+
+
+def publish_replays(
+    scan: DlqScan,
+    prepared: Sequence[Prepared],
+    publisher: Publisher,
+    result: OperationResult,
+    *,
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Publish each prepared replay (paced by rate), acking each dead letter once confirmed."""
+    stop = stop or threading.Event()
+    limiter = RateLimiter(rate)
+    acks = _AckBatcher(scan)
+    lock = threading.Lock()
+    finished = [0]
+    # Bounds the publishes in flight, so a stop leaves little unconfirmed work to wait for.
+    slots = threading.BoundedSemaphore(PUBLISH_THREADS * 4)
+    topic = publisher.settings.topic_path
+
+    def publish(item: Prepared) -> None:
+        try:
+            publisher.publish(topic, item.data, item.attributes)
+        except Exception as exc:  # whatever the failure, the dead letter stays in the DLQ
+            with lock:
+                result.failed.append(
+                    {
+                        "task_id": item.letter.task_id,
+                        "message_id": item.letter.message_id,
+                        "error": str(exc),
+                    }
+                )
+                finished[0] += 1
+            return
+        finally:
+            slots.release()
+        acks.add(item.letter)
+        with lock:
+            result.done += 1
+            result.task_ids.append(item.letter.task_id)
+            finished[0] += 1
+
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        with lock:
+            now_finished = finished[0]
+        if progress and now_finished > reported:
+            progress(now_finished - reported)
+            reported = now_finished
+
+    pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="dlq-replay")
+    try:
+        for item in prepared:
+            if not limiter.wait(stop):
+                result.interrupted = True
+                break
+            slots.acquire()
+            pool.submit(publish, item)
+            report()
+    except KeyboardInterrupt:
+        # Ctrl+C: publish nothing more; what is in flight finishes and is acked if confirmed.
+        result.interrupted = True
+    finally:
+        pool.shutdown(wait=True)
+        acks.flush()
+        report()
+    if acks.failed:
+        result.failed.append({"error": f"{acks.failed} replayed dead letters were not acked"})
+
+
+def run_replay(
+    settings: Settings,
+    flt: DeadLetterFilter,
+    *,
+    actor: Actor,
+    bucket: storage.Bucket,
+    publisher: Publisher | None = None,
+    subscriber: pubsub_v1.SubscriberClient | None = None,
+    registry: TaskTypeRegistry | None = None,
+    dry_run: bool = False,
+    limit: int | None = None,
+    rate: float | None = None,
+    sets: Sequence[tuple[str, Any]] = (),
+    confirm: Callable[[int], bool] | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+) -> OperationResult:
+    """Scan, select, validate, (confirm,) republish and audit; ReplayRefused if a patch is invalid."""
+    if flt.is_empty:
+        raise DlqUsageError(
+            "say which dead letters to replay: all, task ids, task type, error or since"
+        )
+    result = OperationResult("replay", flt.describe(), dry_run=dry_run)
+    started = time.monotonic()
+    own_publisher = publisher is None
+    publisher = publisher or Publisher(settings)
+    try:
+        with DlqScan(settings, subscriber) as scan:
+            letters = scan.scan()
+            attach_status(letters, StatusStore(bucket))
+            matched = select(letters, flt)
+            chosen = matched[:limit] if limit else matched
+            result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
+            prepared, problems = prepare(chosen, sets, registry or default_registry(), now())
+            if problems:
+                raise ReplayRefused(problems)
+            if dry_run:
+                result.preview = [_preview(item) for item in prepared[:20]]
+                result.task_ids = [item.letter.task_id for item in prepared]
+                return result
+            if chosen and confirm is not None and not confirm(len(chosen)):
+                result.cancelled = True
+                return result
+            publish_replays(
+                scan, prepared, publisher, result, rate=rate, progress=progress, stop=stop
+            )
+    finally:
+        result.seconds = round(time.monotonic() - started, 3)
+        if own_publisher:
+            publisher.close()
+    record_audit(bucket, actor, result, limit=limit, rate=rate, sets=dict(sets))
+    return result
+
+
+def _preview(item: Prepared) -> dict[str, Any]:
+    try:
+        body = json.loads(item.data)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    return {"task_id": item.letter.task_id, "attributes": item.attributes, "body": body}

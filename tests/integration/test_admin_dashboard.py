@@ -1,0 +1,146 @@
+"""The admin dashboard in a real headless Chromium: sign in, replay a dead letter, see it succeed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from background_worker.worker import drain_subscription
+from task_api import close_app, create_app
+from taskcore.emulators import free_port
+from tests.integration.dlq_helpers import dlq_task_ids, seed_dead_letters
+from tests.integration.helpers import publish_tasks, status_of, upload
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ADMIN_KEY = "dashboard-admin-key"
+WAIT_SECONDS = 30
+
+
+def _browser_installed() -> bool:
+    return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> tuple[str, str]:
+    """Debian's chromium and chromedriver, installed by scripts/install-browser.sh if missing."""
+    if not _browser_installed() and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "install-browser.sh")],
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
+    if not _browser_installed():
+        pytest.skip(
+            f"{CHROMIUM} and {CHROMEDRIVER} are needed and could not be installed: "
+            "run scripts/install-browser.sh as root (apt-get install chromium chromium-driver)"
+        )
+    return CHROMIUM, CHROMEDRIVER
+
+
+@pytest.fixture
+def browser(chromium, tmp_path, artifacts_dir):
+    """A headless Chromium with a fresh profile, quit (with its driver) whatever happens."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver_path = chromium
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    # Naming the driver keeps Selenium Manager from looking for (or downloading) one.
+    service = Service(driver_path, log_output=str(artifacts_dir / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def api_url(pipeline):
+    """The API with an admin key, served on a free loopback port for the test's duration."""
+    settings = pipeline.replace(admin_api_keys=frozenset({ADMIN_KEY}))
+    app = create_app(settings)
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="api-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+        close_app(app)
+
+
+def test_dashboard_replays_a_dead_letter_that_then_succeeds(
+    pipeline, api_url, browser, artifacts_dir
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    (task_id,) = publish_tasks(pipeline, [("file_processing", {"filename": "late.txt"})])
+    drain_subscription(pipeline)  # its input is missing: dead-lettered at once
+    (bystander,) = seed_dead_letters(pipeline, 1, error_message="left alone")
+    upload(pipeline, "late.txt", b"arrived late\n")  # the operator fixes the cause
+    wait = WebDriverWait(browser, WAIT_SECONDS)
+    row = f"#dlq-table tr[data-task-id='{task_id}']"
+
+    browser.get(f"{api_url}/admin")
+    browser.find_element(By.ID, "admin-key").send_keys(ADMIN_KEY)
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#dlq-table[data-state=ready]")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tasks-table[data-state=ready]")))
+    listed = browser.find_element(By.CSS_SELECTOR, row).text
+    browser.save_screenshot(str(artifacts_dir / "admin-dashboard-dlq.png"))
+    browser.find_element(By.CSS_SELECTOR, f"{row} input.dlq-select").click()
+    browser.find_element(By.ID, "replay-selected").click()
+    alert = wait.until(ec.alert_is_present())
+    question = alert.text
+    alert.accept()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "result"), "Replayed 1 of 1"))
+    wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, row)))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#dlq-table[data-state=ready]")))
+    backlog = browser.find_element(By.ID, "backlog-dlq").text
+    browser.save_screenshot(str(artifacts_dir / "admin-dashboard-replayed.png"))
+
+    summary = drain_subscription(pipeline)
+
+    assert "missing_input" in listed and "late.txt" in listed
+    assert question == "Replay 1 dead letter(s) to the task topic?"
+    assert backlog == "1"
+    assert summary.outcomes["succeeded"] == 1
+    status = status_of(pipeline, task_id)
+    assert status.state == "succeeded" and status.replay_count == 1
+    assert dlq_task_ids(pipeline) == Counter([bystander])
+    browser.refresh()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#tasks-table[data-state=ready]")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#dlq-table[data-state=ready]")))
+    task_row = browser.find_element(By.CSS_SELECTOR, f"#tasks-table tr[data-task-id='{task_id}']")
+    assert "succeeded" in task_row.text
+    browser.save_screenshot(str(artifacts_dir / "admin-dashboard.png"))

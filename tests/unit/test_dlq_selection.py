@@ -1,0 +1,168 @@
+"""Dead letters without Pub/Sub: what they say, how filters pick them, what a replay publishes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from task_api.admin_session import csrf_token, issue_token, key_for_token
+from taskcore.deadletter import dead_letter_attributes
+from taskcore.dlq.audit import Actor, key_id
+from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, parse_since, select
+from taskcore.dlq.replay import RateLimiter, parse_rate, patch_body, prepare, replay_attributes
+from taskcore.errors import InvalidTaskError
+from taskcore.status import TaskState, TaskStatus
+from taskcore.task_types import default_registry
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ENVELOPE = {"task_id": "t1", "task_type": "data_transformation", "payload": {"dataset_size": 0}}
+
+
+def worker_letter(message_id="1", body=ENVELOPE, failed_at=NOW, **reason) -> DeadLetter:
+    attributes = dead_letter_attributes(
+        {"task_id": body.get("task_id", ""), "schema_version": "1"} if body.get("task_id") else {},
+        error_type=reason.get("error_type", "schema_violation"),
+        error_message=reason.get("error_message", "dataset_size: too small"),
+        delivery_attempt=1,
+        source_subscription="projects/p/subscriptions/worker",
+        task_fields={"task_type": body.get("task_type", "")},
+    )
+    attributes["failed_at"] = failed_at.isoformat()
+    return DeadLetter(message_id, f"ack-{message_id}", json.dumps(body).encode(), attributes, NOW)
+
+
+def pubsub_letter(message_id="2", task_id="t2") -> DeadLetter:
+    body = {"task_id": task_id, "task_type": "file_processing", "payload": {}}
+    attributes = {
+        "task_id": task_id,
+        "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+        "CloudPubSubDeadLetterSourceSubscription": "worker",
+        "replay_count": "2",
+    }
+    return DeadLetter(message_id, "ack", json.dumps(body).encode(), attributes, NOW)
+
+
+def test_a_worker_dead_letter_reports_the_workers_reason():
+    summary = worker_letter().summary()
+
+    assert summary["task_id"] == "t1" and summary["task_type"] == "data_transformation"
+    assert summary["error_type"] == "schema_violation"
+    assert summary["dead_lettered_by"] == "worker"
+    assert summary["source_subscription"] == "projects/p/subscriptions/worker"
+    assert summary["dead_lettered_at"] == NOW.isoformat()
+
+
+def test_a_pubsub_dead_letter_reports_exhaustion_and_the_last_error_from_status():
+    letter = pubsub_letter()
+    letter.status = TaskStatus(
+        task_id="t2",
+        task_type="file_processing",
+        state=TaskState.FAILED,
+        attempts=5,
+        last_error={"type": "timeout", "message": "too slow"},
+    )
+
+    summary = letter.summary()
+
+    assert summary["error_type"] == "delivery_attempts_exhausted"
+    assert summary["error_message"] == "delivery attempts exhausted; last error: timeout: too slow"
+    assert summary["attempts"] == 5 and summary["replay_count"] == 2
+
+
+def test_an_id_less_dead_letter_is_named_after_its_message_id():
+    letter = worker_letter("77", body={"task_type": "data_transformation", "dataset_size": -1})
+
+    assert letter.task_id == "msg-77"
+    assert replay_attributes(letter, NOW)["task_id"] == "msg-77"
+
+
+def test_parse_since_takes_durations_and_iso_times():
+    assert parse_since("2h", now=NOW) == NOW - timedelta(hours=2)
+    assert parse_since("7d", now=NOW) == NOW - timedelta(days=7)
+    assert parse_since("2026-11-25T10:00:00Z") == datetime(2026, 11, 25, 10, tzinfo=UTC)
+    assert parse_since("2026-11-25T10:00:00") == datetime(2026, 11, 25, 10, tzinfo=UTC)
+    with pytest.raises(ValueError, match="duration"):
+        parse_since("yesterday")
+
+
+def test_filters_combine_and_an_empty_filter_selects_nothing_on_its_own():
+    old = worker_letter("1", failed_at=NOW - timedelta(days=3))
+    new = worker_letter("2", error_type="missing_input", error_message="uploads/x gone")
+    other = pubsub_letter("3")
+
+    assert DeadLetterFilter().is_empty and not DeadLetterFilter(everything=True).is_empty
+    assert select([new, old, other], DeadLetterFilter(everything=True)) == [old, new, other]
+    assert select([old, new], DeadLetterFilter(error="GONE")) == [new]
+    assert select([old, new, other], DeadLetterFilter(task_type="file_processing")) == [other]
+    since = DeadLetterFilter(since=NOW - timedelta(days=1), everything=True)
+    assert select([old, new], since) == [new]
+    assert select([old, new, other], DeadLetterFilter(everything=True), limit=1) == [old]
+    assert DeadLetterFilter.from_mapping({"task_ids": "a,b", "all": "true"}).describe() == {
+        "all": True,
+        "task_ids": ["a", "b"],
+    }
+    with pytest.raises(ValueError):
+        DeadLetterFilter.from_mapping({"task_ids": [1]})
+
+
+def test_replay_attributes_drop_the_reason_and_count_the_replay():
+    attributes = replay_attributes(pubsub_letter(), NOW)
+
+    assert attributes == {"task_id": "t2", "replay_count": "3", "replayed_at": NOW.isoformat()}
+    worker = replay_attributes(worker_letter(), NOW)
+    assert set(worker) == {"task_id", "task_type", "schema_version", "replay_count", "replayed_at"}
+
+
+def test_patch_body_sets_payload_fields_in_envelopes_and_flat_bodies():
+    envelope = json.loads(patch_body(json.dumps(ENVELOPE).encode(), [("dataset_size", 3)]))
+    flat = json.loads(patch_body(b'{"task_type": "x", "a": 1}', [("filter.value", 2)]))
+
+    assert envelope["payload"] == {"dataset_size": 3} and envelope["task_id"] == "t1"
+    assert flat == {"task_type": "x", "a": 1, "filter": {"value": 2}}
+    with pytest.raises(InvalidTaskError):
+        patch_body(b"\xff not json", [("a", 1)])
+
+
+def test_prepare_refuses_a_patch_that_leaves_the_task_invalid():
+    letters = [worker_letter()]
+    registry = default_registry()
+
+    fixed, no_problems = prepare(letters, [("dataset_size", 4)], registry, NOW)
+    _, problems = prepare(letters, [("dataset_size", -4)], registry, NOW)
+
+    assert no_problems == [] and json.loads(fixed[0].data)["payload"]["dataset_size"] == 4
+    assert problems[0]["task_id"] == "t1" and "dataset_size" in problems[0]["error"]
+
+
+def test_rates_parse_and_pace_calls():
+    assert parse_rate("10/s") == 10 and parse_rate("120/m") == 2 and parse_rate("5") == 5
+    assert parse_rate(None) is None and parse_rate("0") is None
+    with pytest.raises(ValueError):
+        parse_rate("fast")
+    limiter, stop = RateLimiter(50), threading.Event()
+    started = time.monotonic()
+    for _ in range(6):
+        assert limiter.wait(stop)
+    assert time.monotonic() - started >= 5 / 50 - 0.005
+    stop.set()
+    assert not limiter.wait(stop)
+
+
+def test_actors_name_keys_by_hash_never_by_value():
+    assert key_id("secret") == Actor.api_key("secret").id
+    assert "secret" not in key_id("secret") and key_id("secret").startswith("key:")
+    assert Actor.os_user().kind == "os_user"
+
+
+def test_dashboard_tokens_are_signed_expiring_and_bound_to_a_key():
+    token = issue_token("k1")
+
+    assert key_for_token(token, frozenset({"k0", "k1"})) == "k1"
+    assert key_for_token(token, frozenset({"k2"})) is None
+    assert key_for_token(token + "0", frozenset({"k1"})) is None
+    assert key_for_token(issue_token("k1", now=time.time() - 9 * 3600), frozenset({"k1"})) is None
+    assert csrf_token("k1", token) != csrf_token("k2", token)
