@@ -52,6 +52,14 @@ resource "google_pubsub_topic_iam_member" "api_publisher" {
   member  = google_service_account.api.member
 }
 
+# GET /ready reads the topic (pubsub.topics.get), which the publisher role does not include.
+resource "google_pubsub_topic_iam_member" "api_topic_viewer" {
+  project = var.project_id
+  topic   = google_pubsub_topic.tasks.name
+  role    = "roles/pubsub.viewer"
+  member  = google_service_account.api.member
+}
+
 # Status records and uploads: read, create, overwrite objects; no bucket administration.
 resource "google_storage_bucket_iam_member" "api_objects" {
   bucket = google_storage_bucket.tasks.name

@@ -24,6 +24,9 @@ locals {
   api_env = {
     MAX_UPLOAD_BYTES        = tostring(var.max_upload_bytes)
     PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
+    MAX_REQUEST_BYTES       = tostring(var.max_request_bytes)
+    QUEUED_STATUS_RECORDS   = tostring(var.queued_status_records)
+    STATUS_QUEUE_SIZE       = tostring(var.status_queue_size)
     API_WORKERS             = tostring(var.api_workers)
     API_THREADS             = tostring(var.api_threads)
   }

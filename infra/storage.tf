@@ -32,6 +32,17 @@ resource "google_storage_bucket" "tasks" {
     }
   }
 
+  # Idempotency-Key records only need to outlive a client's retries.
+  lifecycle_rule {
+    condition {
+      age            = var.idempotency_retention_days
+      matches_prefix = ["idempotency/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # Multipart uploads a client abandoned still cost storage.
   lifecycle_rule {
     condition {

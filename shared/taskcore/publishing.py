@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
@@ -84,6 +86,54 @@ class Publisher:
         if extra_attributes:
             attributes.update(extra_attributes)
         return self.publish(self.settings.topic_path, data, attributes)
+
+    def publish_tasks(self, envelopes: Sequence[TaskEnvelope]) -> list[str | Exception]:
+        """Publish tasks concurrently; each result is a message id or the error that stopped it.
+
+        Every message goes to the client's batcher before any is waited for, so a batch of
+        tasks costs about one round trip, and all of them share one publish timeout.
+        """
+        started: list[Future | Exception] = []
+        for envelope in envelopes:
+            data, attributes = envelope.to_message()
+            try:
+                if len(data) > MAX_MESSAGE_BYTES:
+                    raise InvalidTaskError(
+                        f"message is {len(data)} bytes; Pub/Sub's limit is {MAX_MESSAGE_BYTES}",
+                        error_type="message_too_large",
+                    )
+                check_attributes(attributes)
+                started.append(self.client.publish(self.settings.topic_path, data, **attributes))
+            except InvalidTaskError as exc:
+                started.append(exc)
+            except Exception as exc:
+                started.append(PublishError(f"publish failed: {type(exc).__name__}: {exc}"))
+        deadline = time.monotonic() + self.settings.publish_timeout_seconds
+        results: list[str | Exception] = []
+        for item in started:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            try:
+                results.append(item.result(timeout=max(0.0, deadline - time.monotonic())))
+            except Exception as exc:
+                results.append(
+                    PublishError(
+                        f"publish to {self.settings.topic_path} failed: {type(exc).__name__}"
+                    )
+                )
+        return results
+
+    def check_topic(self, timeout: float) -> None:
+        """Raise PublishError unless the task topic answers a get within timeout seconds."""
+        try:
+            self.client.get_topic(
+                request={"topic": self.settings.topic_path}, timeout=timeout, retry=None
+            )
+        except Exception as exc:
+            raise PublishError(
+                f"topic {self.settings.topic_path} is not reachable: {type(exc).__name__}"
+            ) from exc
 
     def close(self) -> None:
         """Flush pending batches and stop the client's threads."""

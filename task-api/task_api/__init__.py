@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from task_api.errors import register_error_handlers
-from task_api.routes import health, tasks, uploads
+from task_api.routes import admin, batches, health, meta, status, tasks, uploads
 from task_api.services import EXTENSION_KEY, ApiServices, LazyClients
 from taskcore.settings import Settings
 from taskcore.task_types import default_registry
@@ -25,15 +25,24 @@ def create_app(
     app = Flask(__name__)
     # Keep keys in the order the handlers wrote them, and skip the sort on the hot path.
     app.json.sort_keys = False
-    app.extensions[EXTENSION_KEY] = ApiServices(
-        settings=settings,
-        registry=default_registry(),
-        clients=LazyClients(settings, publisher=publisher, storage=storage),
+    # Werkzeug refuses bodies over this (413) before reading them, chunked ones included;
+    # POST /uploads raises it for its own request to MAX_UPLOAD_BYTES.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.extensions[EXTENSION_KEY] = ApiServices.build(
+        settings,
+        default_registry(),
+        LazyClients(settings, publisher=publisher, storage=storage),
     )
     register_error_handlers(app)
-    for blueprint in (health.bp, tasks.bp, uploads.bp):
+    for blueprint in (health.bp, tasks.bp, batches.bp, status.bp, uploads.bp, meta.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(admin.bp)  # /admin: dead letters, tasks, dashboard
     return app
 
 
-__all__ = ["create_app"]
+def close_app(app: Flask) -> None:
+    """Write queued status records and stop the publisher (gunicorn's worker_exit calls this)."""
+    app.extensions[EXTENSION_KEY].close()
+
+
+__all__ = ["close_app", "create_app"]

@@ -17,12 +17,17 @@ from taskcore.errors import ApiRequestError
 
 
 def presented_key() -> str | None:
-    """The key the request carries, if any."""
+    """The key the request carries, if any: X-API-Key first, else Authorization: Bearer."""
+    # X-API-Key wins: behind Cloud Run IAM a caller may put its Google ID token in
+    # Authorization (Cloud Run passes the header on), and the key in X-API-Key.
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("X-API-Key") or None
+    return None
 
 
 def key_matches(presented: str, allowed: Iterable[str]) -> bool:

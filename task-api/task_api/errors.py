@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 
 
+class RetryLaterError(ApiRequestError):
+    """An ApiRequestError whose answer tells the client when to try again (Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: int = RETRY_AFTER_SECONDS, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 def error_response(status: int, code: str, message: str, details=None) -> Response:
     """A JSON error response with the given status."""
     body: dict = {"code": code, "message": message}
@@ -34,7 +42,11 @@ def _snake(name: str) -> str:
 
 
 def _api_request_error(exc: ApiRequestError) -> Response:
-    return error_response(exc.status, exc.code, str(exc), exc.details)
+    response = error_response(exc.status, exc.code, str(exc), exc.details)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _invalid_task(exc: InvalidTaskError) -> Response:
@@ -51,7 +63,8 @@ def _infrastructure(exc: InfrastructureError) -> Response:
 
 
 def _http(exc: HTTPException) -> Response:
-    response = error_response(exc.code or 500, _snake(exc.name), exc.description or exc.name)
+    code = "request_too_large" if exc.code == 413 else _snake(exc.name)
+    response = error_response(exc.code or 500, code, exc.description or exc.name)
     # Keep the headers werkzeug means to send, e.g. Allow on 405.
     for name, value in exc.get_headers():
         if name.lower() != "content-type":

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -25,7 +26,24 @@ def gunicorn_options(
 
     def on_starting(server) -> None:
         # In the master before forking, so every worker inherits the JSON log handler.
-        configure_logging(settings.log_level, {"service": "task-api"})
+        configure_logging(
+            settings.log_level, {"service": "task-api"}, project_id=settings.project_id
+        )
+
+    def post_worker_init(worker) -> None:
+        # The app and the Google client libraries are loaded by now and live as long as the
+        # worker: freezing them keeps full collections to request garbage. Unfrozen, a full
+        # collection scans them all and stalls every request thread for ~150 ms.
+        gc.freeze()
+
+    def worker_exit(server, worker) -> None:
+        # In the worker, after its last request: write the queued status records still in
+        # memory and flush the publisher, within the graceful timeout.
+        from task_api import close_app
+
+        app = getattr(worker, "wsgi", None)
+        if app is not None and hasattr(app, "extensions"):
+            close_app(app)
 
     return {
         "bind": f"{host}:{port or settings.port}",
@@ -44,6 +62,8 @@ def gunicorn_options(
         # (tests, `taskctl dev`) would fight over it, and Cloud Run has no use for it.
         "control_socket_disable": True,
         "on_starting": on_starting,
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
     }
 
 

@@ -14,13 +14,27 @@ from typing import Any
 
 from flask import current_app
 from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY
 
+from task_api.idempotency import IdempotencyStore
+from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
+from task_api.status_sink import status_sink
+from task_api.status_writer import StatusWriter
 from taskcore.clients import storage_client
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.task_types import TaskTypeRegistry
 
 EXTENSION_KEY = "task_api"
+# gunicorn allows GRACEFUL_TIMEOUT_SECONDS (8 s) to stop; most of it goes to queued records.
+STATUS_FLUSH_SECONDS = 5.0
+# A status record is not worth riding out a long outage for: the worker writes its own.
+STATUS_WRITE_RETRY_SECONDS = 10.0
+
+
+def status_write_retry():
+    """The background writer's GCS retry: short, so an outage drains the queue into drops."""
+    return DEFAULT_RETRY.with_timeout(STATUS_WRITE_RETRY_SECONDS)
 
 
 class LazyClients:
@@ -60,6 +74,12 @@ class LazyClients:
         """The pipeline's bucket on the shared client (no request is made)."""
         return self._once("_bucket", lambda: self.storage.bucket(self.settings.bucket_name))
 
+    def check_topic(self) -> None:
+        """Raise PublishError unless the task topic answers within READY_TIMEOUT_SECONDS."""
+        check = getattr(self.publisher, "check_topic", None)
+        if check is not None:  # a test's fake publisher may have no topic to check
+            check(READY_TIMEOUT_SECONDS)
+
     def close(self) -> None:
         """Flush and stop the publisher if one was created; safe to call twice."""
         with self._lock:
@@ -76,6 +96,33 @@ class ApiServices:
     settings: Settings
     registry: TaskTypeRegistry
     clients: LazyClients
+    status_writer: StatusWriter
+    idempotency: IdempotencyStore
+    readiness: TopicProbe
+
+    @classmethod
+    def build(
+        cls, settings: Settings, registry: TaskTypeRegistry, clients: LazyClients
+    ) -> ApiServices:
+        """Services on these clients; nothing connects until first use."""
+        return cls(
+            settings=settings,
+            registry=registry,
+            clients=clients,
+            status_writer=StatusWriter(
+                lambda: status_sink(clients.storage, clients.bucket, status_write_retry()),
+                capacity=settings.status_queue_size,
+            ),
+            idempotency=IdempotencyStore(
+                lambda: clients.bucket, publish_timeout=settings.publish_timeout_seconds
+            ),
+            readiness=TopicProbe(clients.check_topic),
+        )
+
+    def close(self) -> None:
+        """Write the queued status records, then flush and stop the publisher."""
+        self.status_writer.close(timeout=STATUS_FLUSH_SECONDS)
+        self.clients.close()
 
 
 def services() -> ApiServices:

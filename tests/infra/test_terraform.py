@@ -327,6 +327,8 @@ def test_each_service_account_has_exactly_its_grants(tf: Terraform):
     expected = {
         api: {
             ("roles/pubsub.publisher", f"google_pubsub_topic.{tasks_topic}"),
+            # GET /ready checks the topic exists.
+            ("roles/pubsub.viewer", f"google_pubsub_topic.{tasks_topic}"),
             objects,
             # The admin dashboard's DLQ browse and replay.
             ("roles/pubsub.subscriber", f"google_pubsub_subscription.{dlq_sub}"),
@@ -361,7 +363,7 @@ def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
         if block(rule, "action")["type"] == "Delete"
         for prefix in block(rule, "condition").get("matches_prefix", [])
     }
-    assert {"uploads/", "dlq-archive/"} <= prefixes
+    assert {"uploads/", "dlq-archive/", "idempotency/"} <= prefixes
 
 
 # --- the env contract between the code and Cloud Run -------------------------------------------

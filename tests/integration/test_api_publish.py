@@ -18,7 +18,7 @@ from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.emulators import free_port
 from taskcore.settings import Settings
-from tests.integration.helpers import pull_all
+from tests.integration.helpers import pull_all, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -175,12 +175,8 @@ def test_duplicate_upload_is_409_unless_overwrite(pipeline, make_client):
 
 def settings_environ(settings: Settings) -> dict[str, str]:
     """The environment under which Settings.from_env() gives back these settings."""
-    env = dict(os.environ)
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is not None:
-            env[field.alias] = str(value)
-    return env
+    # settings_env writes key sets as comma-separated lists (str() of a frozenset is not one).
+    return {**os.environ, **settings_env(settings)}
 
 
 @pytest.fixture

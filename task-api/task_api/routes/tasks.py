@@ -1,107 +1,98 @@
-"""Submitting tasks: the generic POST /submit-task, the recipe's two shortcuts, and the catalog."""
+"""Submitting one task: the generic POST /submit-task and the recipe's two shortcuts.
+
+Each answers 202 {task_id, message_id, status, task_type} once Pub/Sub confirmed the publish.
+With an Idempotency-Key header a repeat of the same request answers with the same task and
+publishes nothing (task_api.idempotency); without one, nothing but Pub/Sub is touched.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
+from task_api import idempotency
+from task_api.auth import presented_key, require_submit_key
 from task_api.request_body import json_object
-from task_api.services import services
-from taskcore.envelope import build_envelope
-from taskcore.errors import ApiRequestError, PublishError
-
-log = logging.getLogger(__name__)
+from task_api.services import ApiServices, services
+from task_api.submission import (
+    accepted,
+    accepted_body,
+    location,
+    prepare_task,
+    publish,
+    split_task_type,
+)
+from taskcore.envelope import TaskEnvelope
 
 bp = Blueprint("tasks", __name__)
 
 # The recipe's defaults for its two convenience routes.
 FILE_TASK_DEFAULTS = {"filename": "sample.txt", "processing_time": 2}
 DATA_TASK_DEFAULTS = {"dataset_size": 100, "transformation": "normalize"}
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+Accepted = tuple[Response, int, dict[str, str]]
 
 
 @bp.post("/submit-task")
-def submit_task() -> tuple[Response, int, dict[str, str]]:
+@require_submit_key
+def submit_task() -> Accepted:
     """Validate {"task_type", ...fields} against the type's model and queue it."""
-    body = json_object()
-    task_type = body.pop("task_type", None)
-    if task_type is None:
-        known = services().registry.names()
-        raise ApiRequestError(
-            f"body needs a task_type; known types: {', '.join(known)}",
-            code="missing_task_type",
-            details=[_task_type_detail("field required", "missing", known)],
-        )
-    if not isinstance(task_type, str):
-        raise ApiRequestError(
-            "task_type must be a string",
-            code="invalid_task_type",
-            details=[
-                _task_type_detail("must be a string", "string_type", services().registry.names())
-            ],
-        )
-    return _queue(task_type, body)
+    task_type, fields = split_task_type(services(), json_object())
+    return _queue(task_type, fields)
 
 
 @bp.post("/submit-file-task")
-def submit_file_task() -> tuple[Response, int, dict[str, str]]:
+@require_submit_key
+def submit_file_task() -> Accepted:
     """The recipe's file task: {filename, processing_time}, defaults sample.txt and 2 s."""
     return _queue("file_processing", {**FILE_TASK_DEFAULTS, **json_object(empty_means={})})
 
 
 @bp.post("/submit-data-task")
-def submit_data_task() -> tuple[Response, int, dict[str, str]]:
+@require_submit_key
+def submit_data_task() -> Accepted:
     """The recipe's data task: {dataset_size, transformation}, defaults 100 and normalize."""
     return _queue("data_transformation", {**DATA_TASK_DEFAULTS, **json_object(empty_means={})})
 
 
-@bp.get("/task-types")
-def task_types() -> Response:
-    """The registered task types with the JSON Schema of their fields."""
-    return jsonify(
-        task_types=[
-            {"name": t.name, "description": t.description, "schema": t.json_schema()}
-            for t in services().registry
-        ]
-    )
-
-
-def _task_type_detail(message: str, kind: str, known: list[str]) -> dict[str, Any]:
-    return {"field": "task_type", "message": message, "type": kind, "allowed": known}
-
-
-def _queue(task_type: str, fields: dict[str, Any]) -> tuple[Response, int, dict[str, str]]:
-    """Validate, publish and answer 202; InvalidTaskError and PublishError become 400 and 503."""
+def _queue(task_type: str, fields: dict[str, Any]) -> Accepted:
+    """Validate, publish and answer 202; with an Idempotency-Key, at most once per key."""
     api = services()
-    if task_type not in api.registry:
-        known = api.registry.names()
-        raise ApiRequestError(
-            f"unknown task_type {task_type!r}; known types: {', '.join(known)}",
-            code="unknown_task_type",
-            details=[
-                _task_type_detail(f"unknown task type {task_type!r}", "unknown_task_type", known)
-            ],
-        )
-    envelope, _ = build_envelope(api.registry, task_type, fields)
-    message_id = api.clients.publisher.publish_task(envelope)
-    if not message_id:
-        # A 202 promises the task is in Pub/Sub; without a message id we cannot promise that.
-        raise PublishError(f"publish of task {envelope.task_id} returned no message id")
-    log.info(
-        "task accepted",
-        extra={
-            "json_fields": {
-                "task_id": envelope.task_id,
-                "task_type": task_type,
-                "message_id": message_id,
-            }
-        },
+    key = request.headers.get(idempotency.HEADER)
+    # Validation comes first: a request that is refused does not use up its key.
+    envelope = prepare_task(api, task_type, fields)
+    if key is None:
+        body = accepted(api, envelope, publish(api, envelope))
+        return jsonify(body), 202, location(envelope.task_id)
+    return _queue_once(api, idempotency.check_key(key), envelope, fields)
+
+
+def _queue_once(
+    api: ApiServices, key: str, envelope: TaskEnvelope, fields: dict[str, Any]
+) -> Accepted:
+    scope = presented_key() if api.settings.api_keys else idempotency.ANONYMOUS_SCOPE
+    claim = api.idempotency.claim(
+        idempotency.record_name(scope or idempotency.ANONYMOUS_SCOPE, key),
+        envelope.task_id,
+        envelope.task_type,
+        idempotency.body_hash(envelope.task_type, fields),
     )
-    body = {
-        "task_id": envelope.task_id,
-        "message_id": message_id,
-        "status": "queued",
-        "task_type": task_type,
-    }
-    return jsonify(body), 202, {"Location": f"/tasks/{envelope.task_id}"}
+    record = claim.record
+    if claim.replay:
+        body = accepted_body(record.task_id, record.task_type, record.message_id or "")
+        headers = {**location(record.task_id), REPLAYED_HEADER: "true"}
+        return jsonify(body), 202, headers
+    if record.task_id != envelope.task_id:
+        # Taking over a failed or abandoned claim: keep its task id, so if that earlier
+        # publish landed after all, both messages are one task to the worker.
+        envelope = envelope.model_copy(update={"task_id": record.task_id})
+    try:
+        message_id = publish(api, envelope)
+    except Exception:
+        api.idempotency.fail(claim)
+        raise
+    api.idempotency.finish(claim, message_id)
+    body = accepted(api, envelope, message_id)
+    return jsonify(body), 202, location(envelope.task_id)

@@ -12,6 +12,7 @@ from google.api_core import exceptions as gexc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
+from task_api.auth import require_submit_key
 from task_api.services import services
 from taskcore.errors import ApiRequestError, InfrastructureError
 from taskcore.task_types import check_object_name
@@ -27,6 +28,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 @bp.post("/uploads")
+@require_submit_key
 def upload() -> tuple[Response, int]:
     """Store the `file` part as uploads/<name>; 409 if it exists unless ?overwrite=true."""
     api = services()

@@ -1,0 +1,124 @@
+"""In-memory stand-ins for the API's Pub/Sub publisher and Cloud Storage client.
+
+They keep GCS's generation semantics (if_generation_match, 412 on a mismatch), which the
+idempotency records and create-only status records rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from google.api_core import exceptions as gexc
+
+from taskcore.errors import PublishError
+
+
+class FakePublisher:
+    """Records what is published; `fail` (indices or all) makes publishes raise PublishError."""
+
+    def __init__(self, *, fail_all: bool = False, fail_task_types=(), topic_error=None) -> None:
+        self.fail_all = fail_all
+        self.fail_task_types = set(fail_task_types)
+        self.topic_error = topic_error
+        self.envelopes = []
+        self.topic_checks = 0
+        self._lock = threading.Lock()
+
+    def _one(self, envelope) -> str:
+        if self.fail_all or envelope.task_type in self.fail_task_types:
+            raise PublishError("fake Pub/Sub is down")
+        with self._lock:
+            self.envelopes.append(envelope)
+            return f"msg-{len(self.envelopes)}"
+
+    def publish_task(self, envelope) -> str:
+        return self._one(envelope)
+
+    def publish_tasks(self, envelopes):
+        results = []
+        for envelope in envelopes:
+            try:
+                results.append(self._one(envelope))
+            except PublishError as exc:
+                results.append(exc)
+        return results
+
+    def check_topic(self, timeout: float) -> None:
+        self.topic_checks += 1
+        if self.topic_error is not None:
+            raise self.topic_error
+
+
+class FakeBlob:
+    """The Blob methods the API uses, against FakeBucket's dict."""
+
+    def __init__(self, bucket: FakeBucket, name: str) -> None:
+        self.bucket, self.name = bucket, name
+        self.generation = None
+
+    def _check(self, if_generation_match) -> None:
+        current = self.bucket.objects.get(self.name)
+        if if_generation_match is None:
+            return
+        if (current[2] if current else 0) != if_generation_match:
+            raise gexc.PreconditionFailed(f"{self.name}: generation mismatch")
+
+    def upload_from_string(self, data, content_type=None, if_generation_match=None, **_) -> None:
+        self._store(
+            data.encode() if isinstance(data, str) else data, content_type, if_generation_match
+        )
+
+    def upload_from_file(self, stream, size=None, content_type=None, if_generation_match=None):
+        self._store(stream.read(size), content_type, if_generation_match)
+
+    def _store(self, data: bytes, content_type, if_generation_match) -> None:
+        if self.bucket.error is not None:
+            raise self.bucket.error
+        with self.bucket.lock:
+            self._check(if_generation_match)
+            self.bucket.generation += 1
+            self.bucket.objects[self.name] = (data, content_type, self.bucket.generation)
+            self.generation = self.bucket.generation
+
+    def download_as_bytes(self, if_generation_match=None, **_) -> bytes:
+        if self.bucket.error is not None:
+            raise self.bucket.error
+        with self.bucket.lock:
+            if self.name not in self.bucket.objects:
+                raise gexc.NotFound(self.name)
+            self._check(if_generation_match)
+            data, _, self.generation = self.bucket.objects[self.name]
+            return data
+
+    def reload(self, **_) -> None:
+        if self.name not in self.bucket.objects:
+            raise gexc.NotFound(self.name)
+        self.generation = self.bucket.objects[self.name][2]
+
+
+class FakeBucket:
+    """name -> (data, content type, generation); `error` makes every call raise it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.objects: dict[str, tuple[bytes, str | None, int]] = {}
+        self.generation = 0
+        self.error: Exception | None = None
+        self.lock = threading.Lock()
+
+    def blob(self, name: str) -> FakeBlob:
+        return FakeBlob(self, name)
+
+    def json_of(self, name: str):
+        return json.loads(self.objects[name][0])
+
+
+class FakeStorage:
+    """A storage.Client stand-in with one bucket per name."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, FakeBucket] = {}
+
+    def bucket(self, name: str) -> FakeBucket:
+        return self.buckets.setdefault(name, FakeBucket(name))
