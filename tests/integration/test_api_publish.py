@@ -5,19 +5,19 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from task_api import create_app
+from taskcore.cli import main as cli_main
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.emulators import free_port
 from taskcore.settings import Settings
+from tests.integration.api_process import running_api
 from tests.integration.helpers import pull_all, settings_env
 
 pytestmark = pytest.mark.integration
@@ -180,39 +180,11 @@ def settings_environ(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-def api_server(pipeline):
+def api_server(pipeline, tmp_path):
     """`python -m task_api.server` (gunicorn) on a free port; stopped after the test."""
-    port = free_port()
-    env = settings_environ(pipeline.replace(api_workers=1, api_threads=4, max_upload_bytes=4096))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "task_api.server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the workers stop with the master
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            try:
-                if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not answer /health in 30 s"
-            time.sleep(0.1)
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        proc.stdout.close()
+    settings = pipeline.replace(api_workers=1, api_threads=4, max_upload_bytes=4096)
+    with running_api(settings, tmp_path) as api:
+        yield api.url
 
 
 def test_gunicorn_server_accepts_tasks_over_http(pipeline, api_server):
@@ -255,3 +227,27 @@ def test_gunicorn_server_stores_uploads_and_refuses_oversize(pipeline, api_serve
         make_bucket(pipeline, storage_client(pipeline)).blob("uploads/a.txt").download_as_bytes()
         == b"hello"
     )
+
+
+def test_taskctl_submit_posts_typed_fields_through_the_api(pipeline, api_server):
+    result = CliRunner().invoke(
+        cli_main,
+        ["submit", "data_transformation", "dataset_size=7", "transformation=aggregation"],
+        env={"TASK_API_URL": api_server},
+    )
+    assert result.exit_code == 0, result.output
+    task_id = json.loads(result.output)["task_id"]
+    (message,) = pull_all(pipeline, pipeline.subscription_path)
+    body = json.loads(message.message.data)
+    assert body["task_id"] == task_id
+    assert body["payload"] == {"dataset_size": 7, "transformation": "aggregate"}
+
+
+def test_taskctl_submit_exits_non_zero_on_a_refused_task(api_server):
+    result = CliRunner().invoke(
+        cli_main,
+        ["submit", "data_transformation", "dataset_size=-1"],
+        env={"TASK_API_URL": api_server},
+    )
+    assert result.exit_code == 1
+    assert "dataset_size" in result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -140,3 +141,11 @@ def test_csv_input_is_parsed_with_numbers():
     transform_data(ctx, payload)
     result = json.loads(output(bucket, ctx, "results.json"))
     assert result["groups"]["all"]["v"]["sum"] == 3.5
+
+
+def test_a_handler_that_overruns_its_limit_cannot_write_afterwards():
+    ctx, _, bucket = make_context("data_transformation", {"dataset_size": 5}, time_limit=0.05)
+    time.sleep(0.1)  # a handler stuck in code that never checks its deadline
+    with pytest.raises(TaskTimeoutError):
+        ctx.outputs.write("late.json", b"{}", "application/json")
+    assert bucket.writes == 0
