@@ -122,3 +122,13 @@ class FakeStorage:
 
     def bucket(self, name: str) -> FakeBucket:
         return self.buckets.setdefault(name, FakeBucket(name))
+
+
+def bucket_of(storage: FakeStorage) -> FakeBucket:
+    """The unit tests' bucket on a fake storage client."""
+    return storage.bucket("unit-bucket")
+
+
+def flush(app) -> None:
+    """Wait until the app's background status writer has written what it holds."""
+    assert app.extensions["task_api"].status_writer.flush(5)

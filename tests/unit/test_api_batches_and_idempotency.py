@@ -12,40 +12,7 @@ from task_api.routes.batches import MAX_BATCH_TASKS
 from taskcore.errors import ApiRequestError
 from taskcore.settings import Settings
 from taskcore.status import status_object_name
-from tests.unit.api_fakes import FakeBucket, FakePublisher, FakeStorage
-
-
-@pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
-
-
-@pytest.fixture
-def storage() -> FakeStorage:
-    return FakeStorage()
-
-
-@pytest.fixture
-def app(publisher, storage):
-    app = create_app(
-        Settings.from_env({}, bucket_name="unit-bucket"), publisher=publisher, storage=storage
-    )
-    yield app
-    app.extensions["task_api"].close()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def bucket_of(storage: FakeStorage) -> FakeBucket:
-    return storage.bucket("unit-bucket")
-
-
-def flush(app) -> None:
-    assert app.extensions["task_api"].status_writer.flush(5)
-
+from tests.unit.api_fakes import FakeBucket, FakePublisher, bucket_of, flush
 
 # --- batches -----------------------------------------------------------------------------------
 
