@@ -21,24 +21,16 @@ from google.cloud.pubsub_v1.types import BatchSettings, FlowControl
 
 from taskcore.emulators import start_pubsub_emulator
 from taskcore.emulators.google_pubsub import find_google_pubsub_emulator
+from taskcore.emulators.process import temporary_env
 
 RUNS = 3
 PAYLOAD = b"x" * 1024
 TARGETS = {"rss_mb": 300.0, "startup_s": 1.0}
 
 
-@contextlib.contextmanager
 def emulator_env(value: str):
     """PUBSUB_EMULATOR_HOST=value while clients are created."""
-    old = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-        else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = old
+    return temporary_env("PUBSUB_EMULATOR_HOST", value)
 
 
 class Bench:

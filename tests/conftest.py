@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from taskcore.emulators.process import temporary_env
 from taskcore.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -29,16 +30,11 @@ def artifacts_dir() -> Path:
 @contextlib.contextmanager
 def running_emulator(start, log_path: Path):
     """Start an emulator, point its environment variable at it, and undo both at the end."""
-    with start(log_path=str(log_path)) as emulator:
-        previous = os.environ.get(emulator.env_var)
-        os.environ[emulator.env_var] = emulator.env_value
-        try:
-            yield emulator
-        finally:
-            if previous is None:
-                os.environ.pop(emulator.env_var, None)
-            else:
-                os.environ[emulator.env_var] = previous
+    with (
+        start(log_path=str(log_path)) as emulator,
+        temporary_env(emulator.env_var, emulator.env_value),
+    ):
+        yield emulator
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ project of their own, so they never see each other's topics.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 import time
@@ -22,6 +21,7 @@ from google.pubsub_v1 import types
 
 from taskcore.emulators import start_pubsub_emulator
 from taskcore.emulators.google_pubsub import find_google_pubsub_emulator
+from taskcore.emulators.process import temporary_env
 
 KINDS = ("google", "python")
 
@@ -42,18 +42,9 @@ def emulator(request, tmp_path_factory):
         handle.stop()
 
 
-@contextlib.contextmanager
 def emulator_env(value: str):
-    """PUBSUB_EMULATOR_HOST=value while clients are built (they read it once, at creation)."""
-    old = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-        else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = old
+    """PUBSUB_EMULATOR_HOST=value while clients are created."""
+    return temporary_env("PUBSUB_EMULATOR_HOST", value)
 
 
 def make_clients(host: str) -> tuple[pubsub_v1.PublisherClient, pubsub_v1.SubscriberClient]:

@@ -22,6 +22,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def temporary_env(name: str, value: str):
+    """Set one environment variable for the block (clients read emulator hosts at creation)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Poll url until it answers any HTTP status, the process dies, or timeout passes."""
     deadline = time.monotonic() + timeout
