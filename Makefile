@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser run test test-python-emulator lint format bench clean
 
-export HAS_GOOGLE_PUBSUB = from taskcore.emulators.google_pubsub import find_google_pubsub_emulator as f; raise SystemExit(f() is None)
+export HAS_GOOGLE_PUBSUB = from devstack.emulators.google_pubsub import find_google_pubsub_emulator as f; raise SystemExit(f() is None)
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	touch $(STAMP)
 
 # Debian's chromium + chromedriver for the dashboard's browser test; a no-op once installed.
@@ -28,6 +28,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff format .

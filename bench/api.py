@@ -36,10 +36,10 @@ from pathlib import Path
 
 from api_report import TARGET_P99_MS, plot, table
 
+from devstack.emulators import free_port, start_gcs_emulator, start_pubsub_emulator, wait_for_http
 from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
-from taskcore.emulators import free_port, start_gcs_emulator, start_pubsub_emulator, wait_for_http
 from taskcore.settings import Settings
 
 HERE = Path(__file__).resolve().parent

@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from devstack.emulators import start_gcs_emulator, start_pubsub_emulator
 from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, subscriber_client
@@ -33,12 +34,11 @@ from taskcore.dlq.audit import Actor
 from taskcore.dlq.letters import DeadLetterFilter
 from taskcore.dlq.replay import parse_rate, run_replay
 from taskcore.dlq.scan import browse
-from taskcore.emulators import start_gcs_emulator, start_pubsub_emulator
 from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
-from taskcore.task_types import default_registry
+from taskcore.tasks import load_task_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def fresh_settings() -> Settings:
 
 def seed(settings: Settings, count: int) -> list[str]:
     """Publish count dead letters to the DLQ topic, as the worker does; their task ids."""
-    registry = default_registry()
+    registry = load_task_modules(("example_tasks",))
     publisher = Publisher(settings)
     ids, futures = [], []
     try:

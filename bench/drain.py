@@ -26,15 +26,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from devstack.emulators import start_gcs_emulator, start_pubsub_emulator
 from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
-from taskcore.emulators import start_gcs_emulator, start_pubsub_emulator
 from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
-from taskcore.task_types import default_registry
+from taskcore.tasks import load_task_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {
@@ -47,7 +47,7 @@ EXIT_TARGET = 6.0
 def queue_tasks(settings: Settings, count: int, processing_time: float) -> list[str]:
     """Upload one small input per task and publish the tasks; return their ids."""
     bucket = make_bucket(settings, storage_client(settings))
-    registry = default_registry()
+    registry = load_task_modules(("example_tasks",))
 
     def upload(i: int) -> None:
         text = f"line one of input {i}\nline two has a few more words\n" * 8
@@ -96,7 +96,7 @@ def run_once(scenario: str, workdir: str) -> dict:
         env = {**os.environ, "LOG_LEVEL": "INFO"}
         started = time.time()
         proc = subprocess.run(
-            [sys.executable, "-m", "taskcore.cli", "worker"],
+            [sys.executable, "-m", "taskctl", "worker"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

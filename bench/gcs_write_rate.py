@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from google.cloud import storage
 
-from taskcore.emulators import EmulatorProcess, free_port, start_gcs_emulator, wait_for_http
-from taskcore.emulators.process import spawn
+from devstack.emulators import EmulatorProcess, free_port, start_gcs_emulator, wait_for_http
+from devstack.emulators.process import spawn
 
 
 @contextlib.contextmanager

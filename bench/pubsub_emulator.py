@@ -19,9 +19,9 @@ import uuid
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.types import BatchSettings, FlowControl
 
-from taskcore.emulators import start_pubsub_emulator
-from taskcore.emulators.google_pubsub import find_google_pubsub_emulator
-from taskcore.emulators.process import temporary_env
+from devstack.emulators import start_pubsub_emulator
+from devstack.emulators.google_pubsub import find_google_pubsub_emulator
+from devstack.emulators.process import temporary_env
 
 RUNS = 3
 PAYLOAD = b"x" * 1024

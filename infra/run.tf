@@ -19,6 +19,8 @@ locals {
     MAX_PROCESSING_TIME_SECONDS = tostring(var.max_processing_time_seconds)
     MAX_TASK_BYTES              = tostring(var.max_task_bytes)
     LOG_LEVEL                   = var.log_level
+    # The worker and the API must load the same task modules (deploy the worker first).
+    TASK_MODULES = join(",", var.task_modules)
   }
 
   api_env = {

@@ -363,6 +363,12 @@ variable "max_processing_time_seconds" {
   default     = 30
 }
 
+variable "task_modules" {
+  description = "TASK_MODULES: modules (or packages) whose @task declarations the API and the worker load. Both images must contain them."
+  type        = list(string)
+  default     = ["example_tasks"]
+}
+
 variable "log_level" {
   description = "LOG_LEVEL of the API and the worker."
   type        = string

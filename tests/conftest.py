@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from taskcore.emulators.process import temporary_env
+from devstack.emulators.process import temporary_env
 from taskcore.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -40,7 +40,7 @@ def running_emulator(start, log_path: Path):
 @pytest.fixture(scope="session")
 def pubsub_emulator(artifacts_dir):
     """A Pub/Sub emulator for the whole session; PUBSUB_EMULATOR_HOST points at it."""
-    from taskcore.emulators import start_pubsub_emulator
+    from devstack.emulators import start_pubsub_emulator
 
     with running_emulator(start_pubsub_emulator, artifacts_dir / "pubsub-emulator.log") as em:
         yield em
@@ -49,7 +49,7 @@ def pubsub_emulator(artifacts_dir):
 @pytest.fixture(scope="session")
 def gcs_emulator(artifacts_dir):
     """The patched GCS emulator for the whole session; STORAGE_EMULATOR_HOST points at it."""
-    from taskcore.emulators import start_gcs_emulator
+    from devstack.emulators import start_gcs_emulator
 
     with running_emulator(start_gcs_emulator, artifacts_dir / "gcs-emulator.log") as em:
         yield em

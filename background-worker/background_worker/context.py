@@ -1,4 +1,4 @@
-"""What a handler sees of its task: settings, payload, input reads, outputs, and its deadline."""
+"""The worker's TaskContext: input reads, outputs, the task's deadline and cancellation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from background_worker.outputs import OutputWriter
+from taskcore.context import TaskContext
 from taskcore.envelope import TaskEnvelope
 from taskcore.errors import (
     MissingInputError,
@@ -17,8 +17,9 @@ from taskcore.errors import (
     TaskTimeoutError,
     TransientTaskError,
 )
+from taskcore.outputs import OutputWriter
+from taskcore.payloads import parse_gs_uri
 from taskcore.settings import Settings
-from taskcore.task_types import parse_gs_uri
 
 # Inputs larger than this are refused rather than loaded into a worker's memory.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
@@ -31,7 +32,7 @@ class TaskCancelled(TransientTaskError):
 
 
 @dataclass
-class TaskContext:
+class WorkerContext(TaskContext):
     """The task being run and the only ways a handler should touch the outside world."""
 
     settings: Settings
@@ -52,6 +53,13 @@ class TaskContext:
     @property
     def task_id(self) -> str:
         return self.envelope.task_id
+
+    @property
+    def attempt(self) -> int:
+        return self.delivery_attempt or 1
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Not recorded yet."""
 
     @property
     def deadline(self) -> float:

@@ -15,8 +15,10 @@ import sys
 import threading
 
 from taskcore.errors import ConfigurationError, InfrastructureError
+from taskcore.events import Event
 from taskcore.logs import configure_logging
 from taskcore.settings import Settings
+from taskcore.tasks import load_task_modules
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,20 @@ def run_execution(settings: Settings | None = None) -> ExitCode:
 
     try:
         settings = settings or Settings.from_env()
+        configure_logging(settings.log_level, fixed_fields=settings.execution_labels())
+        task_types = load_task_modules(settings.task_modules)
     except ConfigurationError as exc:
         configure_logging()
-        log.error("%s", exc)
+        log.error("%s", exc, extra={"json_fields": {"event": Event.EXECUTION_FAILED}})
         return ExitCode.BAD_CONFIGURATION
-    configure_logging(settings.log_level, fixed_fields=settings.execution_labels())
     shutdown = threading.Event()
     install_shutdown_handlers(shutdown)
     try:
-        summary = drain_subscription(settings, shutdown=shutdown)
+        summary = drain_subscription(settings, shutdown=shutdown, task_types=task_types)
     except InfrastructureError as exc:
-        log.error("execution failed: %s", exc, extra={"json_fields": {"event": "execution_failed"}})
+        log.error(
+            "execution failed: %s", exc, extra={"json_fields": {"event": Event.EXECUTION_FAILED}}
+        )
         return ExitCode.INFRASTRUCTURE_UNAVAILABLE
     fields = summary.as_fields()
     log.info(

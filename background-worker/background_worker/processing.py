@@ -28,19 +28,19 @@ from google.cloud import storage
 from google.pubsub_v1.types import ReceivedMessage
 
 from background_worker.acks import Settler
-from background_worker.context import TaskCancelled, TaskContext
+from background_worker.context import TaskCancelled, WorkerContext
 from background_worker.deferred import Deferred
-from background_worker.handlers import HandlerRegistry
 from background_worker.leases import LeaseKeeper
 from taskcore.clients import storage_retry
 from taskcore.deadletter import dead_letter
 from taskcore.envelope import TASK_ID_PATTERN, parse_message, peek_task_fields
 from taskcore.errors import InfrastructureError, PermanentTaskError, PublishError, TaskError
+from taskcore.events import Event
 from taskcore.logs import task_context
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore, TaskState, TaskStatus
-from taskcore.task_types import TaskTypeRegistry
+from taskcore.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,23 @@ class Outcome(enum.StrEnum):
     INFRASTRUCTURE = "infrastructure"
 
 
+# The log event of each outcome (taskcore.events defines them; alerts filter on them).
+OUTCOME_EVENTS = {
+    Outcome.SUCCEEDED: Event.TASK_SUCCEEDED,
+    Outcome.DUPLICATE: Event.TASK_DUPLICATE,
+    Outcome.DEAD_LETTERED: Event.TASK_DEAD_LETTERED,
+    Outcome.RETRIED: Event.TASK_RETRIED,
+    Outcome.CANCELLED: Event.TASK_RELEASED,
+    Outcome.INFRASTRUCTURE: Event.TASK_RELEASED,
+}
+
+
 @dataclass
 class InFlight:
     """A message being processed, with its context once it has been parsed."""
 
     received: ReceivedMessage
-    context: TaskContext | None = None
+    context: WorkerContext | None = None
     error_type: str | None = None
     error_message: str | None = None
 
@@ -78,8 +89,7 @@ class TaskProcessor:
     def __init__(
         self,
         settings: Settings,
-        task_types: TaskTypeRegistry,
-        handlers: HandlerRegistry,
+        task_types: TaskRegistry,
         bucket: storage.Bucket,
         publisher: Publisher,
         settler: Settler,
@@ -89,7 +99,6 @@ class TaskProcessor:
     ) -> None:
         self.settings = settings
         self.task_types = task_types
-        self.handlers = handlers
         self.bucket = bucket
         self.publisher = publisher
         self.settler = settler
@@ -125,7 +134,7 @@ class TaskProcessor:
                 self.leases.release(received.ack_id)
             # One line per message outcome: the log-based metrics count these events.
             fields = {
-                "event": f"task_{outcome.value}",
+                "event": OUTCOME_EVENTS[outcome],
                 "duration_ms": round((time.monotonic() - started) * 1000, 1),
                 "error_type": item.error_type,
             }
@@ -173,15 +182,9 @@ class TaskProcessor:
                 message_id=received.message.message_id,
                 replay_count=int(attributes.get("replay_count") or 0),
             )
-            handler = self.handlers.get(envelope.task_type)
-            if handler is None:
-                error = PermanentTaskError(
-                    f"no handler is registered for task_type {envelope.task_type!r}"
-                )
-                error.error_type = "no_handler"
-                return self._dead_letter(item, attributes, attempt, error, task_fields, status)
             task_type = self.task_types.get(envelope.task_type)
-            ctx = TaskContext(
+            handler = task_type.handler
+            ctx = WorkerContext(
                 settings=self.settings,
                 envelope=envelope,
                 bucket=self.bucket,

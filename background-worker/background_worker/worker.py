@@ -19,15 +19,15 @@ from google.api_core import retry as api_retry
 
 from background_worker.acks import Settler
 from background_worker.deferred import Deferred
-from background_worker.handlers import HandlerRegistry, default_handlers
 from background_worker.leases import LeaseKeeper
 from background_worker.processing import InFlight, Outcome, TaskProcessor
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, subscriber_client
 from taskcore.errors import InfrastructureError
+from taskcore.events import Event
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
-from taskcore.task_types import TaskTypeRegistry, default_registry
+from taskcore.tasks import TaskRegistry, load_task_modules
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ExecutionSummary:
     def as_fields(self) -> dict:
         """The summary as structured log fields."""
         return {
-            "event": "execution_summary",
+            "event": Event.EXECUTION_SUMMARY,
             "received": self.received,
             "processed": self.outcomes["succeeded"],
             "duplicates": self.outcomes["duplicate"],
@@ -76,8 +76,7 @@ class Worker:
         self,
         settings: Settings,
         *,
-        handlers: HandlerRegistry | None = None,
-        task_types: TaskTypeRegistry | None = None,
+        task_types: TaskRegistry | None = None,
         shutdown: threading.Event | None = None,
         publisher: Publisher | None = None,
     ) -> None:
@@ -97,8 +96,7 @@ class Worker:
         self.deferred = Deferred()
         self.processor = TaskProcessor(
             settings,
-            task_types or default_registry(),
-            handlers or default_handlers(),
+            task_types if task_types is not None else load_task_modules(settings.task_modules),
             make_bucket(settings, self.storage),
             self.publisher,
             self.settler,

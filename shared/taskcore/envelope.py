@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskcore.errors import InvalidTaskError
-from taskcore.task_types import TaskPayload, TaskTypeRegistry
+from taskcore.payloads import TaskPayload
+from taskcore.tasks import TaskRegistry
 
 SCHEMA_VERSION = 1
 # Pub/Sub's own limit is 10 MB per message; we refuse to build one above this.
@@ -59,7 +60,7 @@ class TaskEnvelope(BaseModel):
 
 
 def build_envelope(
-    registry: TaskTypeRegistry,
+    registry: TaskRegistry,
     task_type: str,
     fields: Mapping[str, Any],
     task_id: str | None = None,
@@ -75,7 +76,7 @@ def build_envelope(
 
 
 def parse_message(
-    registry: TaskTypeRegistry,
+    registry: TaskRegistry,
     data: bytes,
     attributes: Mapping[str, str],
     max_bytes: int = MAX_MESSAGE_BYTES,

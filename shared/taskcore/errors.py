@@ -11,6 +11,10 @@ class ConfigurationError(TaskPipelineError):
     """Raised when settings read from the environment are missing or malformed."""
 
 
+class TaskModuleError(ConfigurationError):
+    """Raised when a module named in TASK_MODULES cannot be imported or declares no task type."""
+
+
 class TaskError(TaskPipelineError):
     """Raised when a task cannot be processed; the worker decides by subclass what happens next."""
 

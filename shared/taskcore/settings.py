@@ -67,6 +67,14 @@ class Settings(BaseModel):
         "PORT", 8080, "api", "Port the API listens on (Cloud Run sets it).", ge=1, le=65535
     )
 
+    task_modules: tuple[str, ...] = _env(
+        "TASK_MODULES",
+        ("example_tasks",),
+        "both",
+        "Comma-separated modules (or packages) whose @task declarations the API, the worker and "
+        "taskctl load at start; an import error stops the process (exit 3).",
+    )
+
     # --- dead letters -----------------------------------------------------------------------
     dlq_topic_name: str = _env(
         "DLQ_TOPIC_NAME", "background-tasks-dlq", "both", "Dead-letter topic for failed tasks."
@@ -253,6 +261,18 @@ class Settings(BaseModel):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value):
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value:
+            raise ValueError("must name at least one module")
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name")
+        return tuple(value)
+
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
@@ -271,6 +291,19 @@ class Settings(BaseModel):
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
+
+    def as_environ(self) -> dict[str, str]:
+        """The settings as the environment variables that reproduce them in a child process."""
+        env = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, frozenset):
+                env[field.alias] = ",".join(sorted(value))
+            elif isinstance(value, tuple):
+                env[field.alias] = ",".join(value)
+            elif value is not None:
+                env[field.alias] = str(value)
+        return env
 
     def replace(self, **changes) -> Settings:
         """Return a copy with some fields changed (by field name), validated again."""
@@ -323,6 +356,8 @@ def settings_table_markdown() -> str:
         default = field.default
         if isinstance(default, frozenset):
             default = ",".join(sorted(default)) or "(empty)"
+        elif isinstance(default, tuple):
+            default = ",".join(default)
         elif default is None:
             default = "(unset)"
         scope = (field.json_schema_extra or {}).get("scope")

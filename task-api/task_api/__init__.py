@@ -14,14 +14,24 @@ from task_api.errors import register_error_handlers
 from task_api.routes import admin, batches, health, meta, status, tasks, uploads
 from task_api.services import EXTENSION_KEY, ApiServices, LazyClients
 from taskcore.settings import Settings
-from taskcore.task_types import default_registry
+from taskcore.tasks import TaskRegistry, load_task_modules
 
 
 def create_app(
-    settings: Settings | None = None, *, publisher: Any = None, storage: Any = None
+    settings: Settings | None = None,
+    *,
+    publisher: Any = None,
+    storage: Any = None,
+    registry: TaskRegistry | None = None,
 ) -> Flask:
-    """Build the API; publisher and storage replace the real clients (tests inject fakes)."""
+    """Build the API for TASK_MODULES' task types (or `registry`'s).
+
+    publisher and storage replace the real clients (tests inject fakes). A task module that
+    cannot be imported raises TaskModuleError here, before anything is served.
+    """
     settings = settings or Settings.from_env()
+    if registry is None:
+        registry = load_task_modules(settings.task_modules)
     app = Flask(__name__)
     # Keep keys in the order the handlers wrote them, and skip the sort on the hot path.
     app.json.sort_keys = False
@@ -30,7 +40,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions[EXTENSION_KEY] = ApiServices.build(
         settings,
-        default_registry(),
+        registry,
         LazyClients(settings, publisher=publisher, storage=storage),
     )
     register_error_handlers(app)

@@ -14,16 +14,16 @@ from pydantic.json_schema import models_json_schema
 
 from task_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from task_api.idempotency import KEY_PATTERN
-from task_api.routes.batches import MAX_BATCH_TASKS
-from task_api.schemas import RESPONSE_MODELS
+from task_api.schemas import MAX_BATCH_TASKS, RESPONSE_MODELS
 from taskcore.envelope import TASK_ID_PATTERN
+from taskcore.payloads import MAX_OBJECT_NAME_BYTES
 from taskcore.settings import Settings
-from taskcore.task_types import MAX_OBJECT_NAME_BYTES, TaskTypeRegistry
+from taskcore.tasks import TaskRegistry
 
 REF = "#/components/schemas/{model}"
 
 
-def task_request_models(registry: TaskTypeRegistry) -> dict[str, type[BaseModel]]:
+def task_request_models(registry: TaskRegistry) -> dict[str, type[BaseModel]]:
     """task_type -> its payload model with a `task_type` const field added."""
     models = {}
     for task_type in registry:
@@ -256,7 +256,7 @@ def _open_get(summary: str, model: str, tag: str = "meta") -> dict[str, Any]:
     }
 
 
-def openapi_document(registry: TaskTypeRegistry, settings: Settings) -> dict[str, Any]:
+def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API, for this registry and configuration."""
     models = task_request_models(registry)
     payloads = {t.name: t.payload_model for t in registry}

@@ -9,6 +9,9 @@ from pydantic import BaseModel, Field
 from taskcore.envelope import TASK_ID_PATTERN
 from taskcore.status import TaskStatus
 
+# POST /submit-tasks takes at most this many tasks in one request.
+MAX_BATCH_TASKS = 500
+
 
 class ErrorBody(BaseModel):
     """What went wrong: a stable code, a message for people, and per-field details."""

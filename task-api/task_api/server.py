@@ -14,6 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from taskcore.logs import configure_logging
 from taskcore.settings import Settings
+from taskcore.tasks import TaskRegistry, load_task_modules
 
 # Cloud Run gives a stopping instance 10 s after SIGTERM; finish in-flight requests before that.
 GRACEFUL_TIMEOUT_SECONDS = 8
@@ -70,8 +71,9 @@ def gunicorn_options(
 class _ApiServer(BaseApplication):
     """gunicorn running create_app(settings) with gunicorn_options(settings)."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, registry: TaskRegistry, options: dict[str, Any]) -> None:
         self._settings = settings
+        self._registry = registry
         self._options = options
         super().__init__()
 
@@ -82,13 +84,18 @@ class _ApiServer(BaseApplication):
     def load(self):
         from task_api import create_app
 
-        return create_app(self._settings)
+        return create_app(self._settings, registry=self._registry)
 
 
 def serve(settings: Settings | None = None, host: str = "0.0.0.0", port: int | None = None) -> None:
-    """Run the API under gunicorn on host:port (default: $PORT) until it is stopped."""
+    """Run the API under gunicorn on host:port (default: $PORT) until it is stopped.
+
+    TASK_MODULES are imported here, before gunicorn starts: a module that cannot be imported
+    raises TaskModuleError instead of every worker process failing to boot.
+    """
     settings = settings or Settings.from_env()
-    _ApiServer(settings, gunicorn_options(settings, host, port)).run()
+    registry = load_task_modules(settings.task_modules)
+    _ApiServer(settings, registry, gunicorn_options(settings, host, port)).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from task_api.status_writer import StatusWriter
 from taskcore.clients import storage_client
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
-from taskcore.task_types import TaskTypeRegistry
+from taskcore.tasks import TaskRegistry
 
 EXTENSION_KEY = "task_api"
 # gunicorn allows GRACEFUL_TIMEOUT_SECONDS (8 s) to stop; most of it goes to queued records.
@@ -94,16 +94,14 @@ class ApiServices:
     """Everything a request handler needs besides the request itself."""
 
     settings: Settings
-    registry: TaskTypeRegistry
+    registry: TaskRegistry
     clients: LazyClients
     status_writer: StatusWriter
     idempotency: IdempotencyStore
     readiness: TopicProbe
 
     @classmethod
-    def build(
-        cls, settings: Settings, registry: TaskTypeRegistry, clients: LazyClients
-    ) -> ApiServices:
+    def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
         """Services on these clients; nothing connects until first use."""
         return cls(
             settings=settings,

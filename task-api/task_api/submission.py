@@ -13,6 +13,7 @@ from typing import Any
 from task_api.services import ApiServices
 from taskcore.envelope import TaskEnvelope, build_envelope
 from taskcore.errors import ApiRequestError, PublishError
+from taskcore.events import Event
 from taskcore.status import TaskState, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def accepted(api: ApiServices, envelope: TaskEnvelope, message_id: str) -> dict[
         "task accepted",
         extra={
             "json_fields": {
+                "event": Event.TASK_ACCEPTED,
                 "task_id": envelope.task_id,
                 "task_type": envelope.task_type,
                 "message_id": message_id,

@@ -19,9 +19,9 @@ from google.api_core import exceptions
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import types
 
-from taskcore.emulators import start_pubsub_emulator
-from taskcore.emulators.google_pubsub import find_google_pubsub_emulator
-from taskcore.emulators.process import temporary_env
+from devstack.emulators import start_pubsub_emulator
+from devstack.emulators.google_pubsub import find_google_pubsub_emulator
+from devstack.emulators.process import temporary_env
 
 KINDS = ("google", "python")
 

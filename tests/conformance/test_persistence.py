@@ -14,7 +14,7 @@ import uuid
 import pytest
 from google.pubsub_v1 import types
 
-from taskcore.emulators import start_pubsub_emulator
+from devstack.emulators import start_pubsub_emulator
 
 pytestmark = pytest.mark.integration
 

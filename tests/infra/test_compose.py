@@ -78,7 +78,7 @@ def test_emulator_hosts_point_at_the_compose_services(compose):
         host, port = match.groups()
         assert host in svc, f"STORAGE_EMULATOR_HOST names {host!r}, which is no service"
         gcs_command = command_of(svc[host])
-        assert "taskcore.emulators.gcs" in gcs_command
+        assert "devstack.emulators.gcs" in gcs_command
         assert "--host 0.0.0.0" in gcs_command and f"--port {port}" in gcs_command
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from taskcore.emulators import free_port
+from devstack.emulators import free_port
 from taskcore.settings import Settings
 from tests.integration.helpers import settings_env
 

@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner, Result
 
-from background_worker.handlers import default_handlers
-from taskcore.cli import main
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.deadletter import PUBSUB_DEAD_LETTER_PREFIX, dead_letter_attributes
@@ -19,8 +17,9 @@ from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
-from taskcore.task_types import default_registry
+from taskctl.main import main
 from tests.integration.helpers import settings_env
+from tests.registries import builtin_registry
 
 
 def seed_dead_letters(
@@ -35,7 +34,7 @@ def seed_dead_letters(
     spacing: timedelta = timedelta(0),
 ) -> list[str]:
     """Publish `count` valid tasks straight to the DLQ topic as the worker would; their ids."""
-    registry = default_registry()
+    registry = builtin_registry()
     fields = fields if fields is not None else {"dataset_size": 5}
     publisher = Publisher(settings)
     futures, ids = [], []
@@ -66,7 +65,7 @@ def seed_pubsub_dead_letter(
     settings: Settings, fields: dict, deliveries: int = 5, task_id: str | None = None
 ) -> str:
     """A dead letter as Pub/Sub itself forwards one (no worker reason); its task id."""
-    envelope, _ = build_envelope(default_registry(), "data_transformation", fields, task_id)
+    envelope, _ = build_envelope(builtin_registry(), "data_transformation", fields, task_id)
     data, attributes = envelope.to_message()
     attributes.update(
         {
@@ -102,18 +101,18 @@ def dlq_task_ids(settings: Settings) -> Counter:
     return Counter(letter.task_id for letter in listing.shown)
 
 
-def counting_handlers(runs: Counter):
-    """The default handlers, counting each task run that completed, by task id."""
-    handlers = default_handlers()
-    for name in handlers.names():
-        inner = handlers.get(name)
+def counting_registry(runs: Counter):
+    """The built-in task types, counting each task run that completed, by task id."""
+    registry = builtin_registry()
+    counted_handlers = {}
+    for task_type in registry:
 
-        def counted(ctx, payload, inner=inner):
+        def counted(ctx, payload, inner=task_type.handler):
             inner(ctx, payload)
             runs[ctx.task_id] += 1
 
-        handlers.register(name, counted)
-    return handlers
+        counted_handlers[task_type.name] = counted
+    return registry.with_handlers(**counted_handlers)
 
 
 def objects(settings: Settings, prefix: str) -> dict[str, bytes]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from background_worker.acks import Settler
 from background_worker.execution import run_execution
-from background_worker.handlers import HandlerRegistry, default_handlers
+from tests.registries import builtin_registry
 
 
 def _reached() -> None:
@@ -25,9 +25,9 @@ def _reached() -> None:
 
 def main() -> int:
     scenario = os.environ["FAULT_SCENARIO"]
-    handlers: HandlerRegistry = default_handlers()
+    registry = builtin_registry()
     if scenario == "hang_before_write":
-        handlers.register("data_transformation", lambda ctx, payload: _reached())
+        registry = registry.with_handlers(data_transformation=lambda ctx, payload: _reached())
     elif scenario == "hang_before_ack":
         original_ack = Settler.ack
 
@@ -38,9 +38,9 @@ def main() -> int:
         Settler.ack = ack_then_hang
     else:
         raise SystemExit(f"unknown scenario {scenario}")
-    import background_worker.worker as worker_module
+    import background_worker.execution as execution_module
 
-    worker_module.default_handlers = lambda: handlers
+    execution_module.load_task_modules = lambda modules: registry
     return run_execution()
 
 

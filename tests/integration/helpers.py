@@ -10,12 +10,12 @@ from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore, TaskStatus
-from taskcore.task_types import default_registry
+from tests.registries import builtin_registry
 
 
 def publish_tasks(settings: Settings, specs: list[tuple[str, dict]]) -> list[str]:
     """Publish (task_type, fields) specs as envelopes; return their task ids."""
-    registry = default_registry()
+    registry = builtin_registry()
     publisher = Publisher(settings)
     try:
         ids = []
@@ -90,14 +90,7 @@ def pull_all(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """Settings as the environment variables a worker subprocess reads."""
-    env = {}
-    for name, field in type(settings).model_fields.items():
-        value = getattr(settings, name)
-        if isinstance(value, frozenset):
-            env[field.alias] = ",".join(sorted(value))
-        elif value is not None:
-            env[field.alias] = str(value)
-    return env
+    return settings.as_environ()
 
 
 def output_generations(settings: Settings, task_id: str) -> dict[str, int]:

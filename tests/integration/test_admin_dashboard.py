@@ -13,8 +13,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from background_worker.worker import drain_subscription
+from devstack.emulators import free_port
 from task_api import close_app, create_app
-from taskcore.emulators import free_port
 from tests.integration.dlq_helpers import dlq_task_ids, seed_dead_letters
 from tests.integration.helpers import publish_tasks, status_of, upload
 

@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from devstack.emulators import start_pubsub_emulator
 from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
-from taskcore.emulators import start_pubsub_emulator
 from tests.conftest import make_test_settings
 from tests.integration.api_process import running_api
 from tests.integration.helpers import pull_all, status_of

@@ -11,12 +11,12 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from devstack.emulators import free_port
 from task_api import create_app
-from taskcore.cli import main as cli_main
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
-from taskcore.emulators import free_port
 from taskcore.settings import Settings
+from taskctl.main import main as cli_main
 from tests.integration.api_process import running_api
 from tests.integration.helpers import pull_all, settings_env
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from taskcore.emulators import free_port
+from devstack.emulators import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_pa
         WORKER_INTERVAL_SECONDS="1", IDLE_TIMEOUT_SECONDS="1", TASKCTL_DATA_DIR=str(tmp_path)
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskcore.cli", "dev", "--port", str(port)],
+        [sys.executable, "-m", "taskctl", "dev", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from background_worker.worker import drain_subscription
 from taskcore.status import TaskState, TaskStatus
 from tests.integration.dlq_helpers import (
     audit_records,
-    counting_handlers,
+    counting_registry,
     dlq_json,
     dlq_task_ids,
     objects,
@@ -69,7 +69,7 @@ def test_replay_with_set_fixes_payload_and_all_succeed(pipeline):
     )
     runs: Counter = Counter()
 
-    first = drain_subscription(pipeline, handlers=counting_handlers(runs))
+    first = drain_subscription(pipeline, task_types=counting_registry(runs))
 
     assert first.outcomes["succeeded"] == 2 and first.outcomes["dead_lettered"] == 5
     listing = dlq_json(pipeline)
@@ -100,7 +100,7 @@ def test_replay_with_set_fixes_payload_and_all_succeed(pipeline):
     assert "Replayed 3 of 3" in fix_input.output
     assert fix_schema.exit_code == 0, fix_schema.output
     assert "Replayed 2 of 2" in fix_schema.output
-    second = drain_subscription(pipeline, handlers=counting_handlers(runs))
+    second = drain_subscription(pipeline, task_types=counting_registry(runs))
     assert second.outcomes["succeeded"] == 5 and second.outcomes["dead_lettered"] == 0
     every = [*good, *missing, "raw-bad-1", *id_less]
     for task_id in every:
@@ -329,12 +329,12 @@ def test_replay_asks_for_confirmation_and_needs_a_selection(pipeline):
 def test_replaying_a_task_that_already_succeeded_does_not_run_it_again(pipeline):
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 4})])
     runs: Counter = Counter()
-    drain_subscription(pipeline, handlers=counting_handlers(runs))
+    drain_subscription(pipeline, task_types=counting_registry(runs))
     # A stale dead letter of the same task, e.g. from a lease that lapsed mid-run.
     seed_pubsub_dead_letter(pipeline, {"dataset_size": 4}, task_id=task_id)
 
     result = taskctl(pipeline, "dlq", "replay", "--task-id", task_id, "--yes")
-    summary = drain_subscription(pipeline, handlers=counting_handlers(runs))
+    summary = drain_subscription(pipeline, task_types=counting_registry(runs))
 
     assert result.exit_code == 0, result.output
     assert summary.outcomes["duplicate"] == 1
@@ -345,7 +345,7 @@ def test_replaying_a_task_that_already_succeeded_does_not_run_it_again(pipeline)
 def test_ctrl_c_stops_a_replay_and_leaves_the_unpublished_in_the_dlq(pipeline, tmp_path):
     seeded = seed_dead_letters(pipeline, 40)
     env = {**os.environ, **settings_env(pipeline), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "taskcore.cli", "dlq", "replay", "--all", "--rate", "10/s"]
+    argv = [sys.executable, "-m", "taskctl", "dlq", "replay", "--all", "--rate", "10/s"]
     log = (tmp_path / "replay.log").open("w")
     proc = subprocess.Popen([*argv, "--yes"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from background_worker.handlers import default_handlers
 from background_worker.worker import drain_subscription
 from taskcore.errors import PublishError, TransientTaskError
 from taskcore.publishing import Publisher
@@ -32,6 +31,7 @@ from tests.integration.helpers import (
     status_of,
     upload,
 )
+from tests.registries import builtin_registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -149,7 +149,7 @@ def test_sigterm_during_drain_exits_promptly_finishing_or_returning_in_flight_wo
         ),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskcore.cli", "worker"],
+        [sys.executable, "-m", "taskctl", "worker"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -193,20 +193,20 @@ def test_sigterm_during_drain_exits_promptly_finishing_or_returning_in_flight_wo
 
 def test_task_running_three_times_the_ack_deadline_is_delivered_once(pipeline):
     calls = []
-    handlers = default_handlers()
-    real = handlers.get("file_processing")
+    registry = builtin_registry()
+    real = registry.get("file_processing").handler
 
     def counting(ctx, payload):
         calls.append(ctx.delivery_attempt)
         real(ctx, payload)
 
-    handlers.register("file_processing", counting)
+    registry = registry.with_handlers(file_processing=counting)
     upload(pipeline, "long.txt", b"long\n")
     (task_id,) = publish_tasks(
         pipeline, [("file_processing", {"filename": "long.txt", "processing_time": 30})]
     )
     summary = drain_subscription(
-        pipeline.replace(max_processing_time_seconds=30), handlers=handlers
+        pipeline.replace(max_processing_time_seconds=30), task_types=registry
     )
 
     assert pipeline.ack_deadline_seconds * 3 <= 30
@@ -267,17 +267,17 @@ def test_poison_bodies_are_dead_lettered_once_with_their_error_type(pipeline):
 
 
 def test_transient_error_twice_then_success_records_the_attempts(pipeline):
-    handlers = default_handlers()
-    real = handlers.get("data_transformation")
+    registry = builtin_registry()
+    real = registry.get("data_transformation").handler
 
     def flaky(ctx, payload):
         if ctx.delivery_attempt < 3:
             raise TransientTaskError(f"upstream busy (attempt {ctx.delivery_attempt})")
         real(ctx, payload)
 
-    handlers.register("data_transformation", flaky)
+    registry = registry.with_handlers(data_transformation=flaky)
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
-    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), handlers=handlers)
+    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), task_types=registry)
 
     assert summary.outcomes["retried"] == 2 and summary.outcomes["succeeded"] == 1
     status = status_of(pipeline, task_id)

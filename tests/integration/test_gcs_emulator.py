@@ -23,8 +23,8 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from taskcore.emulators import EmulatorProcess, free_port, start_gcs_emulator, wait_for_http
-from taskcore.emulators.process import spawn
+from devstack.emulators import EmulatorProcess, free_port, start_gcs_emulator, wait_for_http
+from devstack.emulators.process import spawn
 from taskcore.errors import EmulatorError
 
 pytestmark = pytest.mark.integration
@@ -297,7 +297,7 @@ def test_data_dir_survives_a_restart(tmp_path):
 
 
 def test_the_patch_refuses_any_other_package_version():
-    from taskcore.emulators.gcs import PINNED_VERSION, check_package_version
+    from devstack.emulators.gcs import PINNED_VERSION, check_package_version
 
     check_package_version()  # the installed, pinned version
     with pytest.raises(EmulatorError, match=PINNED_VERSION):
@@ -305,7 +305,7 @@ def test_the_patch_refuses_any_other_package_version():
     # The guard runs at import time, before anything reaches into the package's internals.
     fake = "import importlib.metadata as m; m.version = lambda name: '2026.7.20'; "
     result = subprocess.run(
-        [sys.executable, "-c", fake + "import taskcore.emulators.gcs"],
+        [sys.executable, "-c", fake + "import devstack.emulators.gcs"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,8 +13,8 @@ import pytest
 
 from background_worker.execution import ExitCode
 from background_worker.worker import drain_subscription
+from devstack.emulators import free_port, start_gcs_emulator
 from taskcore.bootstrap import bootstrap
-from taskcore.emulators import free_port, start_gcs_emulator
 from tests.integration.helpers import publish_tasks, pull_all, settings_env, status_of, upload
 from tests.integration.test_fault_injection import assert_accounted
 
@@ -63,7 +63,7 @@ def test_gcs_down_for_20s_mid_drain_acks_nothing_without_output_and_processes_al
 def _run_worker(settings, **env_overrides):
     env = {**os.environ, **settings_env(settings), **env_overrides}
     return subprocess.run(
-        [sys.executable, "-m", "taskcore.cli", "worker"],
+        [sys.executable, "-m", "taskctl", "worker"],
         cwd=ROOT,
         env=env,
         capture_output=True,

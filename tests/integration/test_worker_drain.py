@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from background_worker.handlers import default_handlers
 from background_worker.worker import drain_subscription
 from tests.integration.helpers import (
     outputs_of,
@@ -17,6 +16,7 @@ from tests.integration.helpers import (
     status_of,
     upload,
 )
+from tests.registries import builtin_registry
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,11 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
         calls.append(ctx.delivery_attempt)
         raise RuntimeError("backend said no")
 
-    handlers = default_handlers()
-    handlers.register("data_transformation", broken)
+    registry = builtin_registry().with_handlers(data_transformation=broken)
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
     # The emulator redelivers a nacked message after a few seconds whatever the backoff says;
     # the idle window must outlast that for all attempts to land in one execution.
-    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), handlers=handlers)
+    summary = drain_subscription(pipeline.replace(idle_timeout_seconds=6), task_types=registry)
 
     assert calls == [1, 2, 3, 4, 5]
     assert summary.outcomes["retried"] == 4

@@ -16,7 +16,7 @@ from schemathesis import checks
 
 from task_api import create_app
 from taskcore.settings import Settings
-from taskcore.task_types import default_registry
+from tests.registries import builtin_registry
 from tests.unit.api_fakes import FakePublisher, FakeStorage
 
 API_KEY = "schemathesis-key"
@@ -50,7 +50,7 @@ def test_every_route_of_the_app_is_documented(document):
 def test_submit_bodies_are_one_of_the_registered_types_by_task_type(document):
     schemas = document["components"]["schemas"]
     request = schemas["SubmitTaskRequest"]
-    names = default_registry().names()
+    names = builtin_registry().names()
 
     assert request["discriminator"]["propertyName"] == "task_type"
     assert sorted(request["discriminator"]["mapping"]) == names

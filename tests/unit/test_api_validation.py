@@ -137,6 +137,7 @@ def test_accepted_task_is_logged_once_with_ids_and_without_the_body(client, capl
     accepted = [r for r in caplog.records if r.getMessage() == "task accepted"]
     assert len(accepted) == 1
     assert accepted[0].json_fields == {
+        "event": "task_accepted",
         "task_id": body["task_id"],
         "task_type": "file_processing",
         "message_id": body["message_id"],

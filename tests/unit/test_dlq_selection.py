@@ -16,7 +16,7 @@ from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, parse_since, sele
 from taskcore.dlq.replay import RateLimiter, parse_rate, patch_body, prepare, replay_attributes
 from taskcore.errors import InvalidTaskError
 from taskcore.status import TaskState, TaskStatus
-from taskcore.task_types import default_registry
+from tests.registries import builtin_registry
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ENVELOPE = {"task_id": "t1", "task_type": "data_transformation", "payload": {"dataset_size": 0}}
@@ -129,7 +129,7 @@ def test_patch_body_sets_payload_fields_in_envelopes_and_flat_bodies():
 
 def test_prepare_refuses_a_patch_that_leaves_the_task_invalid():
     letters = [worker_letter()]
-    registry = default_registry()
+    registry = builtin_registry()
 
     fixed, no_problems = prepare(letters, [("dataset_size", 4)], registry, NOW)
     _, problems = prepare(letters, [("dataset_size", -4)], registry, NOW)

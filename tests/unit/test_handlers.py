@@ -9,21 +9,21 @@ import time
 
 import pytest
 
-from background_worker.context import TaskCancelled, TaskContext
-from background_worker.handlers.data_transformation import synthetic_dataset, transform_data
-from background_worker.handlers.file_processing import process_file
+from background_worker.context import TaskCancelled, WorkerContext
+from example_tasks.data_transformation import synthetic_dataset, transform_data
+from example_tasks.file_processing import process_file
 from taskcore.envelope import build_envelope
 from taskcore.errors import MissingInputError, TaskTimeoutError
 from taskcore.settings import Settings
-from taskcore.task_types import default_registry
+from tests.registries import builtin_registry
 from tests.unit.fakes import FakeBucket
 
 
 def make_context(task_type, fields, bucket=None, time_limit=30.0):
     settings = Settings.from_env({}, bucket_name="test-bucket", max_processing_time_seconds=0.2)
-    envelope, payload = build_envelope(default_registry(), task_type, fields)
+    envelope, payload = build_envelope(builtin_registry(), task_type, fields)
     bucket = bucket or FakeBucket()
-    ctx = TaskContext(settings, envelope, bucket, delivery_attempt=1, time_limit=time_limit)
+    ctx = WorkerContext(settings, envelope, bucket, delivery_attempt=1, time_limit=time_limit)
     return ctx, payload, bucket
 
 

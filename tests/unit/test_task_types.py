@@ -8,12 +8,13 @@ import pytest
 
 from taskcore.envelope import build_envelope, parse_message, peek_task_fields
 from taskcore.errors import InvalidTaskError
-from taskcore.task_types import check_object_name, default_registry
+from taskcore.payloads import check_object_name
+from tests.registries import builtin_registry
 
 
 @pytest.fixture
 def registry():
-    return default_registry()
+    return builtin_registry()
 
 
 def test_unknown_task_type_lists_known_types(registry):

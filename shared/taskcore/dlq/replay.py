@@ -32,7 +32,7 @@ from taskcore.errors import InvalidTaskError, TaskPipelineError
 from taskcore.publishing import Publisher, check_attributes
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
-from taskcore.task_types import TaskTypeRegistry, default_registry
+from taskcore.tasks import TaskRegistry, load_task_modules
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Prepared:
 def prepare(
     letters: Iterable[DeadLetter],
     sets: Sequence[tuple[str, Any]],
-    registry: TaskTypeRegistry,
+    registry: TaskRegistry,
     now: datetime,
 ) -> tuple[list[Prepared], list[dict[str, Any]]]:
     """The messages to publish, and what is wrong with those a patch would make invalid."""
@@ -285,7 +285,7 @@ def run_replay(
     bucket: storage.Bucket,
     publisher: Publisher | None = None,
     subscriber: pubsub_v1.SubscriberClient | None = None,
-    registry: TaskTypeRegistry | None = None,
+    registry: TaskRegistry | None = None,
     dry_run: bool = False,
     limit: int | None = None,
     rate: float | None = None,
@@ -310,7 +310,12 @@ def run_replay(
             matched = select(letters, flt)
             chosen = matched[:limit] if limit else matched
             result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
-            prepared, problems = prepare(chosen, sets, registry or default_registry(), now())
+            prepared, problems = prepare(
+                chosen,
+                sets,
+                registry if registry is not None else load_task_modules(settings.task_modules),
+                now(),
+            )
             if problems:
                 raise ReplayRefused(problems)
             if dry_run:

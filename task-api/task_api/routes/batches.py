@@ -21,6 +21,7 @@ from task_api import idempotency
 from task_api.auth import require_submit_key
 from task_api.errors import RETRY_AFTER_SECONDS, RetryLaterError
 from task_api.request_body import json_object
+from task_api.schemas import MAX_BATCH_TASKS
 from task_api.services import services
 from task_api.submission import accepted, prepare_task, split_task_type
 from taskcore.envelope import TaskEnvelope
@@ -29,8 +30,6 @@ from taskcore.errors import ApiRequestError, InvalidTaskError
 log = logging.getLogger(__name__)
 
 bp = Blueprint("batches", __name__)
-
-MAX_BATCH_TASKS = 500
 
 
 @bp.post("/submit-tasks")

@@ -15,7 +15,7 @@ from werkzeug.utils import secure_filename
 from task_api.auth import require_submit_key
 from task_api.services import services
 from taskcore.errors import ApiRequestError, InfrastructureError
-from taskcore.task_types import check_object_name
+from taskcore.payloads import check_object_name
 
 log = logging.getLogger(__name__)
 

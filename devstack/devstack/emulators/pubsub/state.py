@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from taskcore.emulators.pubsub.wire import Subscription
+from devstack.emulators.pubsub.wire import Subscription
 
 
 class Msg:

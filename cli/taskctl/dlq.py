@@ -206,9 +206,9 @@ def replay(
     everything, task_ids, task_type, error, since, dry_run, limit, rate, sets, yes, as_json
 ) -> None:
     """Republish dead letters to the task topic; each leaves the DLQ once its publish is confirmed."""
-    from taskcore.cli import parse_field
     from taskcore.dlq.audit import Actor
     from taskcore.dlq.replay import parse_rate, run_replay
+    from taskctl.fields import parse_field
 
     settings = _settings()
     flt = _filter(task_ids, task_type, error, since, everything)

@@ -6,9 +6,9 @@ import bisect
 
 import grpc
 
-from taskcore.emulators.pubsub import validation as v
-from taskcore.emulators.pubsub.state import Sub
-from taskcore.emulators.pubsub.wire import ApiError, Subscription, Topic, not_found
+from devstack.emulators.pubsub import validation as v
+from devstack.emulators.pubsub.state import Sub
+from devstack.emulators.pubsub.wire import ApiError, Subscription, Topic, not_found
 
 
 def _page(names: list[str], page_size: int, page_token: str) -> tuple[list[str], str]:

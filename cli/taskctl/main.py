@@ -12,9 +12,10 @@ import sys
 
 import click
 
-from taskcore.dlq.cli import dlq
 from taskcore.errors import TaskPipelineError
 from taskcore.settings import Settings
+from taskctl.dlq import dlq
+from taskctl.fields import parse_field
 
 
 def _settings() -> Settings:
@@ -24,9 +25,24 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+# Commands that never touch a task type, so a broken task module does not stop them.
+_NO_TASK_MODULES = frozenset({"emulator", "settings"})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Operate the Pub/Sub task pipeline."""
+    if ctx.invoked_subcommand in _NO_TASK_MODULES or ctx.resilient_parsing:
+        return
+    from taskcore.errors import ConfigurationError
+    from taskcore.tasks import load_task_modules
+
+    try:
+        load_task_modules(Settings.from_env().task_modules)
+    except ConfigurationError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(3)
 
 
 @main.command()
@@ -80,18 +96,6 @@ def worker() -> None:
     sys.exit(run_execution())
 
 
-def parse_field(text: str) -> tuple[str, object]:
-    """Parse field=value; the value is JSON when it parses as JSON, else a string."""
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise click.BadParameter(f"{text!r} is not field=value")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return name, value
-
-
 @main.command()
 @click.argument("task_type")
 @click.argument("fields", nargs=-1)
@@ -132,7 +136,7 @@ def submit(task_type: str, fields: tuple[str, ...], api_url: str, api_key: str |
 )
 def dev(port: int, worker_interval: float, data_dir: str) -> None:
     """Run the whole stack locally: emulators, bootstrap, API, and scheduled worker executions."""
-    from taskcore.devstack import run_dev_stack
+    from devstack.stack import run_dev_stack
 
     run_dev_stack(port=port, worker_interval=worker_interval, data_dir=data_dir)
 
@@ -155,14 +159,14 @@ def emulator_gcs(host: str, port: int, data_dir: str | None) -> None:
     """The local GCS emulator (gcp-storage-emulator with create-only preconditions enforced)."""
     import os
 
-    argv = [sys.executable, "-m", "taskcore.emulators.gcs", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "devstack.emulators.gcs", "--host", host, "--port", str(port)]
     os.execv(sys.executable, argv + (["--data-dir", data_dir] if data_dir else []))
 
 
 def _mount_pubsub_emulator() -> None:
     # The pure-Python Pub/Sub emulator ships its own click command.
     try:
-        from taskcore.emulators.pubsub.cli import pubsub_command
+        from devstack.emulators.pubsub.cli import pubsub_command
     except ImportError:
         return
     emulator.add_command(pubsub_command, "pubsub")

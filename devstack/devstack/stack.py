@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from taskcore.emulators import start_gcs_emulator, start_pubsub_emulator, wait_for_http
-from taskcore.emulators.process import spawn
+from devstack.emulators import start_gcs_emulator, start_pubsub_emulator, wait_for_http
+from devstack.emulators.process import spawn
 from taskcore.settings import Settings
 
 
@@ -53,7 +53,7 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
             [
                 sys.executable,
                 "-m",
-                "taskcore.cli",
+                "taskctl",
                 "api",
                 "--host",
                 "127.0.0.1",
@@ -71,7 +71,7 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
                 _say(f"the API exited with code {api.returncode}; stopping")
                 break
             execution = subprocess.Popen(
-                [sys.executable, "-m", "taskcore.cli", "worker"],
+                [sys.executable, "-m", "taskctl", "worker"],
                 env={**os.environ, "CLOUD_RUN_EXECUTION": f"local-{int(time.time())}"},
             )
             while execution.poll() is None:

@@ -1,6 +1,6 @@
 """The local GCS emulator: gcp-storage-emulator 2026.7.19 with the fixes this project relies on.
 
-Run it as `python -m taskcore.emulators.gcs --host H --port P [--data-dir DIR]`.
+Run it as `python -m devstack.emulators.gcs --host H --port P [--data-dir DIR]`.
 What the pinned package gets wrong, and what this module changes (search for "FIX"):
 
 1. It ignores ifGenerationMatch and friends, so a create-only write overwrites. Here every
@@ -50,7 +50,7 @@ def check_package_version(found: str | None = None) -> None:
             raise EmulatorError(f"{PACKAGE}=={PINNED_VERSION} is not installed") from err
     if found != PINNED_VERSION:
         raise EmulatorError(
-            f"taskcore.emulators.gcs patches the internals of {PACKAGE}=={PINNED_VERSION}, "
+            f"devstack.emulators.gcs patches the internals of {PACKAGE}=={PINNED_VERSION}, "
             f"but {found} is installed: install the pinned version or re-check every FIX here"
         )
 
@@ -63,7 +63,7 @@ from gcp_storage_emulator.handlers import objects as gcs_objects  # noqa: E402
 from gcp_storage_emulator.settings import STORAGE_DIR  # noqa: E402
 from gcp_storage_emulator.storage import Storage  # noqa: E402
 
-log = logging.getLogger("taskcore.emulators.gcs")
+log = logging.getLogger("devstack.emulators.gcs")
 
 # Everything the package keeps in its .meta file.
 _META_FIELDS = ("buckets", "objects", "resumable", "bucket_iam_policies", "soft_deleted")
@@ -366,7 +366,7 @@ def serve(host: str, port: int, data_dir: str | None = None, flush_interval: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: `python -m taskcore.emulators.gcs --host H --port P`."""
+    """Command-line entry point: `python -m devstack.emulators.gcs --host H --port P`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

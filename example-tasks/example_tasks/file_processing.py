@@ -6,8 +6,42 @@ import gzip
 import hashlib
 import unicodedata
 
-from background_worker.context import TaskContext
-from taskcore.task_types import FileProcessingPayload
+from pydantic import Field, field_validator
+
+from taskcore import TaskContext, TaskPayload, task
+from taskcore.payloads import check_object_name, parse_gs_uri
+
+
+class FileProcessingPayload(TaskPayload):
+    """Process one uploaded object: write a processed copy and a metadata JSON."""
+
+    filename: str = Field(
+        "sample.txt",
+        description="Object name under uploads/ in the bucket.",
+        examples=["report.csv"],
+    )
+    source_uri: str | None = Field(
+        None, description="Explicit gs://<BUCKET_NAME>/<object> input; overrides filename."
+    )
+    processing_time: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Extra simulated seconds (the recipe's field); capped by the worker.",
+    )
+
+    @field_validator("filename")
+    @classmethod
+    def _safe_filename(cls, value: str) -> str:
+        return check_object_name(value)
+
+    @field_validator("source_uri")
+    @classmethod
+    def _safe_source_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_gs_uri(value)
+        return value
+
 
 TEXT_TYPES = (
     "text/",
@@ -43,8 +77,12 @@ def normalize_text(text: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+@task("file_processing")
 def process_file(ctx: TaskContext, payload: FileProcessingPayload) -> None:
-    """Write outputs/<task_id>/processed.{txt,gz} and metadata.json for one input object."""
+    """Read an uploaded object; write a processed copy and its metadata.
+
+    Writes processed.txt (normalised text) or processed.gz (binary) and metadata.json.
+    """
     uri = input_uri(ctx, payload)
     data, content_type = ctx.read_input(uri)
     if payload.processing_time:

@@ -9,9 +9,9 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from taskcore.emulators.pubsub.broker import Broker
-from taskcore.emulators.pubsub.state import Msg, Sub
-from taskcore.emulators.pubsub.wire import Subscription, Topic
+from devstack.emulators.pubsub.broker import Broker
+from devstack.emulators.pubsub.state import Msg, Sub
+from devstack.emulators.pubsub.wire import Subscription, Topic
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import time
 from collections import deque
 from datetime import UTC, datetime
 
-from taskcore.emulators.pubsub import validation as v
-from taskcore.emulators.pubsub.admin import AdminMixin
-from taskcore.emulators.pubsub.state import Lease, Msg, Stream, Sub
-from taskcore.emulators.pubsub.wire import ApiError, PubsubMessage, invalid, not_found
+from devstack.emulators.pubsub import validation as v
+from devstack.emulators.pubsub.admin import AdminMixin
+from devstack.emulators.pubsub.state import Lease, Msg, Stream, Sub
+from devstack.emulators.pubsub.wire import ApiError, PubsubMessage, invalid, not_found
 
 # A response carries at most this many messages, to bound the size of one gRPC message.
 MAX_BATCH = 1000

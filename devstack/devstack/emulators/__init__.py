@@ -8,8 +8,8 @@ Every handle stops its process (and the process group) on `stop()` or exit of a 
 
 from __future__ import annotations
 
-from taskcore.emulators.process import EmulatorProcess, free_port, wait_for_http
-from taskcore.emulators.select import start_gcs_emulator, start_pubsub_emulator
+from devstack.emulators.process import EmulatorProcess, free_port, wait_for_http
+from devstack.emulators.select import start_gcs_emulator, start_pubsub_emulator
 
 __all__ = [
     "EmulatorProcess",

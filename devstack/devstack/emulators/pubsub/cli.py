@@ -9,9 +9,9 @@ import threading
 
 import click
 
-from taskcore.emulators.pubsub.broker import Broker
-from taskcore.emulators.pubsub.persistence import Snapshotter
-from taskcore.emulators.pubsub.server import build_server
+from devstack.emulators.pubsub.broker import Broker
+from devstack.emulators.pubsub.persistence import Snapshotter
+from devstack.emulators.pubsub.server import build_server
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from concurrent import futures
 import grpc
 from google.protobuf import empty_pb2
 
-from taskcore.emulators.pubsub import wire as w
-from taskcore.emulators.pubsub.broker import Broker
-from taskcore.emulators.pubsub.wire import ApiError, invalid
+from devstack.emulators.pubsub import wire as w
+from devstack.emulators.pubsub.broker import Broker
+from devstack.emulators.pubsub.wire import ApiError, invalid
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import re
 
 import grpc
 
-from taskcore.emulators.pubsub.wire import ApiError, Subscription, invalid, not_found
+from devstack.emulators.pubsub.wire import ApiError, Subscription, invalid, not_found
 
 # Resource ids: 3-255 characters, a letter first, then letters, digits and -_.~+%.
 _ID = r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}"

@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from taskcore.emulators.google_pubsub import find_google_pubsub_emulator, google_pubsub_argv
-from taskcore.emulators.process import (
+from devstack.emulators.google_pubsub import find_google_pubsub_emulator, google_pubsub_argv
+from devstack.emulators.process import (
     EmulatorProcess,
     free_port,
     spawn,
@@ -20,7 +20,7 @@ from taskcore.errors import EmulatorError
 log = logging.getLogger(__name__)
 
 PUBSUB_CHOICE_ENV = "TASKCTL_PUBSUB_EMULATOR"
-_PYTHON_PUBSUB_MODULE = "taskcore.emulators.pubsub"
+_PYTHON_PUBSUB_MODULE = "devstack.emulators.pubsub"
 
 
 def _python_pubsub_available() -> bool:
@@ -103,7 +103,7 @@ def start_gcs_emulator(
 ) -> EmulatorProcess:
     """Start the local GCS emulator (gcp-storage-emulator with our fixes) and wait until it answers."""
     port = port or free_port(host)
-    argv = [sys.executable, "-m", "taskcore.emulators.gcs", "--host", host, "--port", str(port)]
+    argv = [sys.executable, "-m", "devstack.emulators.gcs", "--host", host, "--port", str(port)]
     if data_dir:
         argv += ["--data-dir", data_dir]
     proc = spawn(argv, log_path)

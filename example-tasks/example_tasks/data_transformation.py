@@ -8,11 +8,77 @@ import json
 import math
 import random
 from collections import defaultdict
-from typing import Any
+from typing import Any, Literal
 
-from background_worker.context import TaskContext
-from taskcore.errors import PermanentTaskError
-from taskcore.task_types import DataTransformationPayload, RecordFilter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from taskcore import PermanentTaskError, TaskContext, TaskPayload, task
+from taskcore.payloads import parse_gs_uri
+
+
+class RecordFilter(BaseModel):
+    """A filter condition: keep records whose `field` compares to `value` by `op`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte", "contains"] = "eq"
+    value: Any
+
+
+class DataTransformationPayload(TaskPayload):
+    """Transform a dataset (inline records, a JSONL/CSV object, or synthetic) into a results JSON."""
+
+    transformation: Literal["normalize", "aggregate", "filter"] = Field(
+        "normalize", description="normalize, aggregate (or the recipe's 'aggregation') or filter."
+    )
+    dataset_size: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Size of the synthetic dataset used when no records are given.",
+    )
+    records: list[dict[str, Any]] | None = Field(
+        None, max_length=100_000, description="Inline records (objects)."
+    )
+    source_uri: str | None = Field(
+        None, description="gs://<BUCKET_NAME>/<object>.jsonl or .csv input."
+    )
+    fields: list[str] | None = Field(
+        None, description="Numeric fields to normalize or aggregate; default: every numeric field."
+    )
+    group_by: str | None = Field(None, description="aggregate: group records by this field.")
+    filter: RecordFilter | None = Field(
+        None, description="filter: the condition records must meet."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_spelling(cls, data: Any) -> Any:
+        # The recipe spelled it "aggregation"; existing clients keep working.
+        if isinstance(data, dict) and data.get("transformation") == "aggregation":
+            data = {**data, "transformation": "aggregate"}
+        return data
+
+    @field_validator("source_uri")
+    @classmethod
+    def _safe_source_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            _, name = parse_gs_uri(value)
+            if not name.endswith((".jsonl", ".csv", ".json")):
+                raise ValueError("must name a .jsonl, .json or .csv object")
+        return value
+
+    @model_validator(mode="after")
+    def _filter_needs_condition(self) -> DataTransformationPayload:
+        if self.transformation == "filter" and self.filter is None:
+            raise ValueError(
+                "transformation 'filter' needs a 'filter' condition {field, op, value}"
+            )
+        if self.records is not None and self.source_uri is not None:
+            raise ValueError("give either 'records' or 'source_uri', not both")
+        return self
+
 
 CATEGORIES = ("alpha", "beta", "gamma", "delta")
 
@@ -153,8 +219,9 @@ def load_records(ctx: TaskContext, payload: DataTransformationPayload) -> tuple[
     return synthetic_dataset(payload.dataset_size), f"synthetic:{payload.dataset_size}"
 
 
+@task("data_transformation")
 def transform_data(ctx: TaskContext, payload: DataTransformationPayload) -> None:
-    """Run the transformation and write outputs/<task_id>/results.json."""
+    """Normalize, aggregate or filter records; write a results JSON."""
     records, source = load_records(ctx, payload)
     ctx.check_alive()
     fields = numeric_fields(records, payload.fields)

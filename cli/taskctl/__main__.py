@@ -1,0 +1,6 @@
+"""`python -m taskctl ...` is `taskctl ...`."""
+
+from taskctl.main import main
+
+if __name__ == "__main__":
+    main()

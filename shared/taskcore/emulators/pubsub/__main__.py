@@ -1,6 +1,0 @@
-"""`python -m taskcore.emulators.pubsub --host H --port P [--data-dir D]`."""
-
-from taskcore.emulators.pubsub.cli import pubsub_command
-
-if __name__ == "__main__":
-    pubsub_command(prog_name="python -m taskcore.emulators.pubsub")

@@ -1,0 +1,42 @@
+"""The base of every task payload model, and checks for the object names payloads carry."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+
+# GCS object names are at most 1024 bytes; we reserve room for our own prefixes.
+MAX_OBJECT_NAME_BYTES = 900
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_object_name(name: str) -> str:
+    """Reject a caller-supplied object name that could escape its prefix or break GCS."""
+    if not name or not name.strip():
+        raise ValueError("must not be empty")
+    if len(name.encode("utf-8")) > MAX_OBJECT_NAME_BYTES:
+        raise ValueError(f"must be at most {MAX_OBJECT_NAME_BYTES} bytes")
+    if _CONTROL_CHARS.search(name):
+        raise ValueError("must not contain NUL or control characters")
+    if name.startswith("/") or "\\" in name:
+        raise ValueError("must be a relative name without backslashes")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError("must not contain '.', '..' or empty path segments")
+    return name
+
+
+def parse_gs_uri(uri: str) -> tuple[str, str]:
+    """Split gs://bucket/name into (bucket, name), checking the name."""
+    if not uri.startswith("gs://"):
+        raise ValueError("must be a gs://bucket/object URI")
+    bucket, _, name = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise ValueError("must name a bucket")
+    return bucket, check_object_name(name)
+
+
+class TaskPayload(BaseModel):
+    """Base of every payload model: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
