@@ -23,14 +23,13 @@ resource "google_pubsub_subscription" "worker" {
   message_retention_duration = "604800s" # 7 days
   retain_acked_messages      = false
 
-  retry_policy {
-    minimum_backoff = "${var.retry_min_backoff_seconds}s"
-    maximum_backoff = "${var.retry_max_backoff_seconds}s"
-  }
+  # No retry_policy: the worker applies the backoff itself (RETRY_*_BACKOFF_SECONDS, sent as
+  # modifyAckDeadline) from its own count of the task's failures.
 
-  # After max_delivery_attempts deliveries Pub/Sub's service agent forwards the message to
-  # the DLQ topic. The worker also dead-letters poison messages itself (with a reason) and
-  # reads the same limit from MAX_DELIVERY_ATTEMPTS.
+  # The safety net: after max_delivery_attempts deliveries Pub/Sub's service agent forwards a
+  # message the worker never settled (a crash loop) to the DLQ topic. The worker dead-letters
+  # a task itself, with its reason, once it has failed MAX_DELIVERY_ATTEMPTS times, and
+  # re-publishes a message on its last delivery when the task still has attempts left.
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dlq.id
     max_delivery_attempts = var.max_delivery_attempts

@@ -46,6 +46,11 @@ locals {
     RUN_BUDGET_SECONDS     = tostring(var.run_budget_seconds)
     SHUTDOWN_GRACE_SECONDS = tostring(var.shutdown_grace_seconds)
     INFRA_RETRY_SECONDS    = tostring(var.infra_retry_seconds)
+    # The subscription's ack deadline: the worker extends held messages by this much.
+    ACK_DEADLINE_SECONDS      = tostring(var.ack_deadline_seconds)
+    RETRY_MIN_BACKOFF_SECONDS = tostring(var.retry_min_backoff_seconds)
+    RETRY_MAX_BACKOFF_SECONDS = tostring(var.retry_max_backoff_seconds)
+    CLAIM_SECONDS             = tostring(var.claim_seconds)
   }
 }
 

@@ -111,7 +111,7 @@ variable "ack_deadline_seconds" {
 }
 
 variable "retry_min_backoff_seconds" {
-  description = "Retry policy minimum backoff of the worker subscription (RETRY_MIN_BACKOFF_SECONDS locally)."
+  description = "RETRY_MIN_BACKOFF_SECONDS: backoff before a failed task's second attempt (doubling each failure), applied by the worker."
   type        = number
   default     = 10
 
@@ -122,7 +122,7 @@ variable "retry_min_backoff_seconds" {
 }
 
 variable "retry_max_backoff_seconds" {
-  description = "Retry policy maximum backoff of the worker subscription (RETRY_MAX_BACKOFF_SECONDS locally)."
+  description = "RETRY_MAX_BACKOFF_SECONDS: longest backoff between two attempts of a failed task, applied by the worker."
   type        = number
   default     = 600
 
@@ -337,6 +337,17 @@ variable "shutdown_grace_seconds" {
   validation {
     condition     = var.shutdown_grace_seconds >= 0 && var.shutdown_grace_seconds < 10
     error_message = "Cloud Run sends SIGKILL 10 seconds after SIGTERM; keep the grace below that."
+  }
+}
+
+variable "claim_seconds" {
+  description = "CLAIM_SECONDS: how long a run's claim on its task lasts unless renewed; a task whose execution died runs again after this."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.claim_seconds >= 3 && var.claim_seconds <= 3600
+    error_message = "claim_seconds must be between 3 and 3600."
   }
 }
 

@@ -1,19 +1,35 @@
-"""Lease extension: messages being worked on are not redelivered while they run."""
+"""Leases that outlive every failure path: Pub/Sub message leases and run claims.
+
+`LeaseKeeper` extends the ack deadline of every message the execution still holds: those
+being worked on, those waiting for another run of their task, and those acked but whose ack
+Pub/Sub has not confirmed yet. A failed extension is tried again within a second, not at
+the next round.
+
+`ClaimKeeper` keeps each run's claim on its task (the `run` of the status record) alive: it
+makes the claim a moment after the run starts (fast runs never need one), renews it, writes
+the run's progress at most once a second, and tells the run when the claim was lost (another
+run took the task over after ours looked dead), so that it stops.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from background_worker.acks import Settler
+from taskcore.lifecycle import Delivery, claim, renew
+from taskcore.status import Progress, StatusStore, utcnow
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 1.0
+
 
 class LeaseKeeper:
-    """A thread that keeps extending the ack deadline of in-flight messages until each is settled
-    or passes its own lease limit (its time limit plus a margin)."""
+    """A thread that extends the leases of held messages until each is settled or its limit."""
 
     def __init__(self, settler: Settler, ack_deadline_seconds: int) -> None:
         self.settler = settler
@@ -24,6 +40,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+        self.failures = 0
 
     def start(self) -> LeaseKeeper:
         """Start renewing in the background."""
@@ -36,7 +53,7 @@ class LeaseKeeper:
             self._leases[ack_id] = until
 
     def release(self, ack_id: str) -> None:
-        """Stop extending ack_id (it was acked or nacked)."""
+        """Stop extending ack_id for its own sake (an unsent ack is still kept)."""
         with self._lock:
             self._leases.pop(ack_id, None)
 
@@ -48,19 +65,153 @@ class LeaseKeeper:
     def stop(self) -> None:
         """Stop the renewal thread."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            now = time.monotonic()
+        wait = self.interval
+        while not self._stop.wait(wait):
+            try:
+                wait = self.interval if self._renew() else RETRY_SECONDS
+            except Exception:  # never let the thread die: the next round tries again
+                log.exception("lease renewal round failed")
+                wait = RETRY_SECONDS
+
+    def _renew(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            expired = [a for a, until in self._leases.items() if until <= now]
+            for ack_id in expired:
+                del self._leases[ack_id]
+            live = set(self._leases)
+        if expired:
+            log.warning("%d messages passed their lease limit; letting them lapse", len(expired))
+        live |= self.settler.unsent_acks()
+        if not live:
+            return True
+        if self.settler.extend(live, self.ack_deadline_seconds):
+            return True
+        self.failures += 1
+        return False
+
+
+@dataclass
+class ClaimedRun:
+    """One run the ClaimKeeper looks after."""
+
+    delivery: Delivery
+    run_id: str
+    execution: str
+    claim_at: float  # monotonic time of the first claim (a fast run finishes before it)
+    on_lost: Callable[[str], None]
+    isolated: bool = False
+    claimed: bool = False
+    next_renewal: float = 0.0
+    progress: Progress | None = None
+    progress_written: Progress | None = None
+    last_write: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: bool = False
+
+
+class ClaimKeeper:
+    """A thread that makes, renews and records the progress of run claims."""
+
+    TICK_SECONDS = 0.25
+    PROGRESS_SECONDS = 1.0  # GCS allows about one write per second to one object
+
+    def __init__(self, store: StatusStore, claim_seconds: float) -> None:
+        self.store = store
+        self.claim_seconds = claim_seconds
+        self.renew_every = max(0.5, claim_seconds / 3)
+        self._runs: dict[str, ClaimedRun] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="claim-keeper", daemon=True)
+
+    def start(self) -> ClaimKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def watch(self, run: ClaimedRun) -> None:
+        """Look after run until forget(); a run that is already claimed is only renewed."""
+        if run.claimed:
+            run.next_renewal = time.monotonic() + self.renew_every
+        with self._lock:
+            self._runs[run.run_id] = run
+
+    def forget(self, run_id: str) -> ClaimedRun | None:
+        """Stop looking after the run; returns once no write of ours for it is in flight."""
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is not None:
+            with run.lock:
+                run.done = True
+        return run
+
+    def report_progress(self, run_id: str, progress: Progress) -> None:
+        with self._lock:
+            run = self._runs.get(run_id)
+        if run is not None:
+            run.progress = progress
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.TICK_SECONDS):
             with self._lock:
-                expired = [a for a, until in self._leases.items() if until <= now]
-                for ack_id in expired:
-                    del self._leases[ack_id]
-                live = list(self._leases)
-            if expired:
-                log.warning(
-                    "%d tasks passed their lease limit; letting their leases lapse", len(expired)
+                runs = list(self._runs.values())
+            now = time.monotonic()
+            for run in runs:
+                try:
+                    self._tend(run, now)
+                except Exception as exc:  # storage trouble: try again next tick
+                    log.warning("claim of run %s not renewed: %s", run.run_id, exc)
+                    run.next_renewal = now + RETRY_SECONDS
+
+    def _tend(self, run: ClaimedRun, now: float) -> None:
+        with run.lock:
+            if run.done:
+                return
+            if not run.claimed:
+                if now < run.claim_at:
+                    return
+                result = self.store.transition(
+                    run.delivery.task_id,
+                    claim(
+                        run.delivery,
+                        run.run_id,
+                        run.execution,
+                        utcnow(),
+                        self.claim_seconds,
+                        isolated=run.isolated,
+                    ),
                 )
-            if live:
-                self.settler.extend(live, self.ack_deadline_seconds)
+                if result.refused:
+                    run.done = True
+                    run.on_lost(result.refusal.reason)
+                    return
+                run.claimed = True
+                run.next_renewal = now + self.renew_every
+                run.last_write = now
+                return
+            progress_due = (
+                run.progress is not None
+                and run.progress is not run.progress_written
+                and now - run.last_write >= self.PROGRESS_SECONDS
+            )
+            if now < run.next_renewal and not progress_due:
+                return
+            progress = run.progress if progress_due else None
+            result = self.store.transition(
+                run.delivery.task_id, renew(run.run_id, utcnow(), self.claim_seconds, progress)
+            )
+            if result.refused:
+                run.done = True
+                run.on_lost(result.refusal.reason)
+                return
+            run.next_renewal = now + self.renew_every
+            run.last_write = now
+            if progress is not None:
+                run.progress_written = progress

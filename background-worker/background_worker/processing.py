@@ -1,66 +1,55 @@
-"""Processing one received message: parse, skip if done, run its handler, settle it.
+"""One received message to exactly one outcome: parse it, judge it against its task's record,
+run it (or not), record what came of it, and settle the message.
 
 Outcomes and what they do to the message:
-- succeeded: outputs written, then the `succeeded` status record, then acked;
-- duplicate: the status record already says succeeded (redelivery or replay): acked
-  without running again;
-- dead_lettered: a permanent failure (or the last transient attempt) was published to the
-  DLQ topic with its reason, then acked; if that publish fails, nacked, never dropped;
-- retried: a transient failure, nacked so the retry policy backs off;
-- cancelled: the execution is shutting down, nacked for prompt redelivery;
-- infrastructure: GCS or Pub/Sub stayed unreachable past retries; nacked without
-  counting against the task, and the execution stops (exit code 2).
+- succeeded: the run's outputs, then the `succeeded` record, then the ack;
+- duplicate: the task ended already (or another run's result stands): acked, not run;
+- dead_lettered: a permanent failure, or the task's last attempt: the dead letter with its
+  reason, then the ack; if that publish fails the message comes back, never dropped;
+- retried: a failure that may pass: it comes back after a backoff the worker applies;
+- cancelled: the task was cancelled: acked;
+- released: back to the queue without counting against the task (shutdown, another run
+  holds the task, or its Pub/Sub deliveries were about to run out and it was re-published);
+- infrastructure: storage stayed unreachable past retries: returned, and the execution stops.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
+import threading
 import time
-import traceback
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import requests
-from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.pubsub_v1.types import ReceivedMessage
 
 from background_worker.acks import Settler
-from background_worker.context import TaskCancelled, WorkerContext
-from background_worker.deferred import Deferred
-from background_worker.leases import LeaseKeeper
-from taskcore.clients import storage_retry
+from background_worker.leases import ClaimKeeper, LeaseKeeper
+from background_worker.results import Message, Outcome, Recorder
+from background_worker.runs import Run
+from taskcore import lifecycle
+from taskcore.context import SHUTDOWN
 from taskcore.deadletter import dead_letter
 from taskcore.envelope import TASK_ID_PATTERN, parse_message, peek_task_fields
-from taskcore.errors import InfrastructureError, PermanentTaskError, PublishError, TaskError
+from taskcore.errors import InvalidTaskError, PublishError
 from taskcore.events import Event
+from taskcore.failures import describe, is_infrastructure_error
+from taskcore.lifecycle import Delivery, Verdict
 from taskcore.logs import task_context
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
-from taskcore.status import StatusStore, TaskState, TaskStatus
+from taskcore.status import DeadLetterInfo, ErrorInfo, StatusStore, TaskState, TaskStatus, utcnow
 from taskcore.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
 
 # A lease outlives the task's time limit by this much, so a task that overruns and is
-# stopped still has time to be nacked before Pub/Sub redelivers it.
+# stopped still has time to be settled before Pub/Sub redelivers it.
 LEASE_MARGIN_SECONDS = 30.0
-# Tasks that finish sooner never get a `running` status record (see _run).
-RUNNING_RECORD_DELAY = 1.0
-
-
-class Outcome(enum.StrEnum):
-    """What happened to one message."""
-
-    SUCCEEDED = "succeeded"
-    DUPLICATE = "duplicate"
-    DEAD_LETTERED = "dead_lettered"
-    RETRIED = "retried"
-    CANCELLED = "cancelled"
-    INFRASTRUCTURE = "infrastructure"
-
+# While another run holds a task, look at its record this often.
+WAIT_POLL_SECONDS = 2.0
+# Attribute naming the message a re-published copy replaces.
+REFRESHED_FROM = "refreshed_from"
 
 # The log event of each outcome (taskcore.events defines them; alerts filter on them).
 OUTCOME_EVENTS = {
@@ -68,19 +57,25 @@ OUTCOME_EVENTS = {
     Outcome.DUPLICATE: Event.TASK_DUPLICATE,
     Outcome.DEAD_LETTERED: Event.TASK_DEAD_LETTERED,
     Outcome.RETRIED: Event.TASK_RETRIED,
-    Outcome.CANCELLED: Event.TASK_RELEASED,
+    Outcome.CANCELLED: Event.TASK_CANCELLED,
+    Outcome.RELEASED: Event.TASK_RELEASED,
     Outcome.INFRASTRUCTURE: Event.TASK_RELEASED,
 }
 
 
-@dataclass
 class InFlight:
-    """A message being processed, with its context once it has been parsed."""
+    """A message being processed, and its run once one started."""
 
-    received: ReceivedMessage
-    context: WorkerContext | None = None
-    error_type: str | None = None
-    error_message: str | None = None
+    def __init__(self, received: ReceivedMessage) -> None:
+        self.received = received
+        self.run: Run | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+        self.attempt: int | None = None
+
+    def stop(self, reason: str = SHUTDOWN) -> None:
+        if self.run is not None:
+            self.run.stop(reason)
 
 
 class TaskProcessor:
@@ -94,8 +89,10 @@ class TaskProcessor:
         publisher: Publisher,
         settler: Settler,
         leases: LeaseKeeper,
-        max_delivery_attempts: int,
-        deferred: Deferred,
+        claims: ClaimKeeper,
+        status: StatusStore,
+        storage_retry,
+        shutdown: threading.Event,
     ) -> None:
         self.settings = settings
         self.task_types = task_types
@@ -103,222 +100,284 @@ class TaskProcessor:
         self.publisher = publisher
         self.settler = settler
         self.leases = leases
-        self.max_delivery_attempts = max_delivery_attempts
-        self.deferred = deferred
+        self.claims = claims
+        self.status = status
+        self.storage_retry = storage_retry
+        self.shutdown = shutdown
         self.execution = settings.cloud_run_execution or "local"
-        self.storage_retry = storage_retry(settings)
-        self.status = StatusStore(bucket, retry=self.storage_retry)
+        self.recorder = Recorder(
+            settings,
+            bucket,
+            status,
+            publisher,
+            settler,
+            self.execution,
+            storage_retry,
+            self._wait_for_claim,
+        )
 
     def process(self, item: InFlight) -> Outcome:
         """Process one message to its outcome; never raises for anything the task did."""
         received = item.received
         message = received.message
         attributes = dict(message.attributes)
-        attempt = received.delivery_attempt or None  # 0 means no dead-letter policy
         fields = peek_task_fields(message.data, attributes)
-        with task_context(**fields, delivery_attempt=attempt, message_id=message.message_id):
+        settle = Message(
+            received.ack_id,
+            message.message_id,
+            message.data,
+            attributes,
+            received.delivery_attempt or None,
+        )
+        with task_context(
+            **fields, delivery_attempt=settle.delivery_attempt, message_id=message.message_id
+        ):
             started = time.monotonic()
             try:
-                outcome = self._run(item, attributes, attempt)
+                outcome = self._process(item, settle)
             except Exception as exc:
-                # GCS down past retries (status read/write), or a bug here: either way the
-                # message goes back to the queue; it is never lost.
-                self.settler.nack([received.ack_id])
-                if is_infrastructure_error(exc):
-                    log.error("storage unreachable; message returned to the queue: %s", exc)
-                    outcome = Outcome.INFRASTRUCTURE
-                else:
-                    log.exception("unexpected error processing message; returned to the queue")
-                    outcome = Outcome.RETRIED
+                outcome = self._unexpected(item, settle, exc)
             finally:
                 self.leases.release(received.ack_id)
-            # One line per message outcome: the log-based metrics count these events.
-            fields = {
-                "event": OUTCOME_EVENTS[outcome],
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                "error_type": item.error_type,
-            }
-            failed = outcome in (Outcome.RETRIED, Outcome.DEAD_LETTERED)
-            log.log(
-                logging.WARNING if failed else logging.INFO,
-                "task %s%s",
-                outcome.value,
-                f": {item.error_message}" if item.error_message else "",
-                extra={"json_fields": fields},
-            )
+            self._log_outcome(item, outcome, started)
             return outcome
 
-    def _run(self, item: InFlight, attributes: dict[str, str], attempt: int | None) -> Outcome:
+    def _log_outcome(self, item: InFlight, outcome: Outcome, started: float) -> None:
+        # One line per message outcome: the log-based metrics count these events.
+        fields = {
+            "event": OUTCOME_EVENTS[outcome],
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "error_type": item.error_type,
+            "attempt": item.attempt,
+        }
+        failed = outcome in (Outcome.RETRIED, Outcome.DEAD_LETTERED)
+        log.log(
+            logging.WARNING if failed else logging.INFO,
+            "task %s%s",
+            outcome.value,
+            f": {item.error_message}" if item.error_message else "",
+            extra={"json_fields": fields},
+        )
+
+    def _unexpected(self, item: InFlight, message: Message, exc: Exception) -> Outcome:
+        """Storage down past retries, or a bug here: the message goes back, never lost."""
+        if is_infrastructure_error(exc):
+            log.error("storage unreachable; message returned to the queue: %s", exc)
+            self.settler.nack([message.ack_id])
+            return Outcome.INFRASTRUCTURE
+        item.error_type, item.error_message = "worker_error", describe(exc)
+        log.exception("unexpected error processing message")
+        attempt = message.delivery_attempt or 0
+        if attempt >= self.settings.max_delivery_attempts:
+            # It keeps failing here, not in a handler: dead-letter it with the reason rather
+            # than let it cycle.
+            return self._dead_letter_unrecorded(message, "worker_error", item.error_message)
+        self.settler.delay(message.ack_id, self.recorder.backoff(attempt))
+        return Outcome.RETRIED
+
+    # --- the flow ------------------------------------------------------------------------------
+
+    def _process(self, item: InFlight, message: Message) -> Outcome:
         received = item.received
-        data = received.message.data
         try:
             envelope, payload = parse_message(
                 self.task_types,
-                data,
-                attributes,
+                message.data,
+                message.attributes,
                 self.settings.max_task_bytes,
                 message_id=received.message.message_id,
             )
-        except PermanentTaskError as exc:
-            return self._dead_letter(
-                item, attributes, attempt, exc, {}, _poison_status(data, attributes, attempt)
-            )
-        task_fields = {"task_id": envelope.task_id, "task_type": envelope.task_type}
-        with task_context(**task_fields):
-            previous = self.status.get(envelope.task_id)
-            if previous is not None and previous.state == TaskState.SUCCEEDED:
-                self.settler.ack(received.ack_id)
-                return Outcome.DUPLICATE
-            status = TaskStatus(
-                task_id=envelope.task_id,
-                task_type=envelope.task_type,
-                state=TaskState.RUNNING,
-                # Pub/Sub counts attempts when a dead-letter policy is set; otherwise we do.
-                attempts=attempt or ((previous.attempts if previous else 0) + 1),
-                last_error=previous.last_error if previous else None,
-                submitted_at=envelope.submitted_at,
-                started_at=_now(),
-                execution=self.execution,
-                message_id=received.message.message_id,
-                replay_count=int(attributes.get("replay_count") or 0),
-            )
-            task_type = self.task_types.get(envelope.task_type)
-            handler = task_type.handler
-            ctx = WorkerContext(
-                settings=self.settings,
-                envelope=envelope,
-                bucket=self.bucket,
-                delivery_attempt=attempt or 0,
-                time_limit=task_type.time_limit_seconds or self.settings.task_timeout_seconds,
-                storage_retry=self.storage_retry,
-            )
-            item.context = ctx
-            self.leases.hold(received.ack_id, ctx.deadline + LEASE_MARGIN_SECONDS)
-            # The `running` record is written only for tasks still running after a moment:
-            # fast tasks go straight from queued to succeeded, one GCS write fewer each.
-            marker = self.deferred.schedule(RUNNING_RECORD_DELAY, lambda: self.status.put(status))
-            try:
-                try:
-                    handler(ctx, payload)
-                    ctx.check_alive()
-                finally:
-                    # After this, the running write has either not started or finished,
-                    # so it can never land after (and overwrite) the final state.
-                    marker.cancel()
-                self._update(
-                    status, TaskState.SUCCEEDED, outputs=[o["uri"] for o in ctx.outputs.written]
+            delivery = _delivery(envelope, message.attributes, received.message.message_id)
+        except InvalidTaskError as exc:
+            item.error_type, item.error_message = exc.error_type, str(exc)
+            return self._dead_letter_poison(message, exc)
+        task_type = self.task_types.get(envelope.task_type)
+        with task_context(task_id=envelope.task_id, task_type=envelope.task_type):
+            while True:
+                stored = self.status.read(envelope.task_id)
+                record = stored.record if stored else None
+                verdict = lifecycle.assess(record, delivery, utcnow())
+                if verdict == Verdict.WAIT:
+                    if self._wait_for_claim(message, envelope.task_id):
+                        continue
+                    self.settler.nack([message.ack_id])
+                    return Outcome.RELEASED
+                if verdict == Verdict.DUPLICATE:
+                    self.settler.ack(message.ack_id)
+                    return Outcome.DUPLICATE
+                if verdict == Verdict.CANCELLED:
+                    self.settler.ack(message.ack_id)
+                    return Outcome.CANCELLED
+                if verdict == Verdict.DEAD:
+                    return self._already_dead(message, record)
+                if self._deliveries_running_out(message):
+                    return self._refresh(message)
+                outcome = self._run(
+                    item, message, delivery, task_type, envelope, payload, record, verdict
                 )
-            except TaskCancelled:
-                self.settler.nack([received.ack_id])
-                return Outcome.CANCELLED
-            except PermanentTaskError as exc:
-                return self._dead_letter(item, attributes, attempt, exc, task_fields, status)
-            except Exception as exc:
-                if is_infrastructure_error(exc):
-                    raise
-                return self._transient_failure(item, attributes, attempt, exc, task_fields, status)
-            self.settler.ack(received.ack_id)
-            return Outcome.SUCCEEDED
+                if outcome is not None:
+                    return outcome
 
-    def _update(self, status: TaskStatus | None, state: TaskState, exc=None, **fields) -> None:
-        """Write the task's new state; the write's own failure is logged, never fatal here."""
-        if status is None:
-            return
-        changes = {"state": state, "updated_at": _now(), **fields}
-        if state != TaskState.RUNNING:
-            changes["finished_at"] = changes["updated_at"]
-        if exc is not None:
-            changes["last_error"] = {
-                "type": _error_type(exc),
-                "message": _describe(exc)[:2000],
-                "at": changes["updated_at"].isoformat(),
-            }
-        new = status.model_copy(update=changes)
-        if state == TaskState.SUCCEEDED:
-            # This record marks the task done; if it cannot be written the task must not be
-            # acked, so the error propagates (a redelivery finds the outputs and finishes).
-            self.status.put(new)
-            return
+    def _run(self, item, message, delivery, task_type, envelope, payload, record, verdict):
+        """Run the task once and record it; None when it must be judged again first."""
+        attempt = (record.attempts if record else 0) + 1
+        # A run that died holding the task may have been killed by this very task (memory,
+        # a crash): the next runs are isolated from the rest of the execution.
+        isolated = verdict == Verdict.TAKE_OVER or bool(record and record.interruptions)
+        run = Run(
+            settings=self.settings,
+            bucket=self.bucket,
+            claims=self.claims,
+            task_type=task_type,
+            envelope=envelope,
+            payload=payload,
+            delivery=delivery,
+            attempt=attempt,
+            delivery_attempt=message.delivery_attempt or 0,
+            execution=self.execution,
+            storage_retry=self.storage_retry,
+            claimed=verdict == Verdict.TAKE_OVER,
+            isolated=isolated,
+        )
+        if verdict == Verdict.TAKE_OVER:
+            # Claim before running: the dead run's claim is taken over (and counted).
+            taken = self.status.transition(
+                delivery.task_id,
+                lifecycle.claim(
+                    delivery,
+                    run.run_id,
+                    self.execution,
+                    utcnow(),
+                    self.settings.claim_seconds,
+                    isolated=True,
+                ),
+            )
+            if taken.refused:
+                return None
+            attempt = run.attempt = run.ctx.run_attempt = taken.record.attempts
+        item.run, item.attempt = run, attempt
+        self.leases.hold(message.ack_id, run.ctx.deadline + LEASE_MARGIN_SECONDS)
+        if self.shutdown.is_set():
+            run.stop(SHUTDOWN)
+        result = run.execute()
+        outcome, failure = self.recorder.record(message, delivery, result)
+        if failure is not None:
+            item.error_type, item.error_message = failure.error_type, failure.message
+        return outcome
+
+    # --- holding, refreshing, dead letters ---------------------------------------------------
+
+    def _wait_for_claim(self, message: Message, task_id: str) -> bool:
+        """Hold the message while another run's claim on the task lasts; False on shutdown."""
+        while not self.shutdown.is_set():
+            stored = self.status.read(task_id)
+            run = stored.record.run if stored else None
+            now = utcnow()
+            if run is None or not run.live(now):
+                return True
+            self.leases.hold(message.ack_id, time.monotonic() + self.settings.claim_seconds * 2)
+            remaining = (run.lease_until - now).total_seconds()
+            self.shutdown.wait(min(WAIT_POLL_SECONDS, max(0.05, remaining)))
+        return False
+
+    def _deliveries_running_out(self, message: Message) -> bool:
+        # Pub/Sub dead-letters a message by itself after max_delivery_attempts deliveries,
+        # whatever the cause: crashes, expired leases, outages. Only the task's own failures
+        # may take it to the DLQ, so its last delivery is swapped for a fresh message.
+        attempt = message.delivery_attempt or 0
+        return attempt >= self.settings.max_delivery_attempts
+
+    def _refresh(self, message: Message) -> Outcome:
+        attributes = {k: v for k, v in message.attributes.items() if not k.startswith("goog")}
+        attributes[REFRESHED_FROM] = message.message_id
         try:
-            self.status.put(new)
-        except Exception as write_exc:
-            log.warning("status record not updated to %s: %s", state.value, write_exc)
+            self.publisher.publish(self.settings.topic_path, message.data, attributes)
+        except PublishError as exc:
+            log.warning("could not re-publish a message on its last delivery: %s", exc)
+            self.settler.delay(message.ack_id, self.settings.retry_min_backoff_seconds)
+            return Outcome.RELEASED
+        self.settler.ack(message.ack_id)
+        log.info("re-published on its last Pub/Sub delivery; the old message is acked")
+        return Outcome.RELEASED
 
-    def _transient_failure(self, item, attributes, attempt, exc, task_fields, status) -> Outcome:
-        if attempt is not None and attempt >= self.max_delivery_attempts:
-            # The last attempt: dead-letter explicitly so the reason travels with the message.
-            return self._dead_letter(item, attributes, attempt, exc, task_fields, status)
-        item.error_type, item.error_message = _error_type(exc), _describe(exc)
-        self._update(status, TaskState.FAILED, exc)
-        self.settler.nack([item.received.ack_id])
-        return Outcome.RETRIED
+    def _already_dead(self, message: Message, record: TaskStatus) -> Outcome:
+        info = record.dead_letter
+        if info is not None and info.pending and info.by == "worker":
+            # Its run decided to dead-letter it but the publish never happened: finish it.
+            return self.recorder.publish_dead_letter(message, record)
+        self.settler.ack(message.ack_id)
+        return Outcome.DUPLICATE
 
-    def _dead_letter(self, item, attributes, attempt, exc, task_fields, status) -> Outcome:
-        received = item.received
-        error_type = item.error_type = _error_type(exc)
-        item.error_message = _describe(exc)
+    def _dead_letter_poison(self, message: Message, exc: InvalidTaskError) -> Outcome:
+        outcome = self._dead_letter_unrecorded(message, exc.error_type, str(exc))
+        if outcome == Outcome.DEAD_LETTERED:
+            self._record_poison(message, exc)
+        return outcome
+
+    def _dead_letter_unrecorded(self, message: Message, error_type: str, error_message: str):
+        """Dead-letter a message that is no task we can run; nack if the DLQ publish fails."""
         try:
             dead_letter(
                 self.publisher,
-                received.message.data,
-                attributes,
+                message.data,
+                message.attributes,
                 error_type=error_type,
-                error_message=item.error_message,
-                delivery_attempt=attempt,
-                task_fields=task_fields,
+                error_message=error_message,
+                delivery_attempt=message.delivery_attempt,
+                task_fields=peek_task_fields(message.data, message.attributes),
             )
-        except PublishError as publish_exc:
-            # Never drop: without a confirmed dead letter the message goes back to the queue.
-            log.error("dead-letter publish failed; message returned to the queue: %s", publish_exc)
-            self.settler.nack([received.ack_id])
-            return Outcome.RETRIED
-        self._update(status, TaskState.DEAD_LETTERED, exc)
-        self.settler.ack(received.ack_id)
+        except PublishError as exc:
+            log.error("dead-letter publish failed; message returned to the queue: %s", exc)
+            self.settler.delay(message.ack_id, self.settings.retry_min_backoff_seconds)
+            return Outcome.RELEASED
+        self.settler.ack(message.ack_id)
         return Outcome.DEAD_LETTERED
 
+    def _record_poison(self, message: Message, exc: InvalidTaskError) -> None:
+        """A record for a poison message that names a task id nobody else has used (only)."""
+        fields = peek_task_fields(message.data, message.attributes)
+        task_id = fields.get("task_id", "")
+        if not _valid_task_id(task_id):
+            return
+        now = utcnow()
+        error = ErrorInfo(type=exc.error_type, message=str(exc)[:2000], at=now, attempt=1)
+        record = TaskStatus(
+            task_id=task_id,
+            task_type=fields.get("task_type") or "unknown",
+            state=TaskState.QUEUED,
+        ).entering(
+            TaskState.DEAD_LETTERED,
+            now,
+            attempts=1,
+            failures=1,
+            last_error=error,
+            errors=[error],
+            dead_letter=DeadLetterInfo(error_type=exc.error_type, poison=True),
+            finished_at=now,
+        )
+        try:
+            # Create-only: a poison message never overwrites a real task's record.
+            self.status.create(record)
+        except Exception as write_exc:
+            log.warning("status record of a poison message not written: %s", write_exc)
 
-def is_infrastructure_error(exc: BaseException) -> bool:
-    """Whether exc means a backing service is unreachable (after retries), not the task failing."""
-    return isinstance(
-        exc,
-        InfrastructureError
-        | gexc.RetryError
-        | gexc.ServiceUnavailable
-        | requests.ConnectionError
-        | ConnectionError,
+
+def _delivery(envelope, attributes: dict[str, str], message_id: str) -> Delivery:
+    raw = attributes.get("replay_count") or "0"
+    if not raw.isdigit() or len(raw) > 6:
+        raise InvalidTaskError(
+            f"attribute replay_count must be a small whole number, not {raw[:40]!r}",
+            error_type="invalid_attribute",
+        )
+    return Delivery(
+        task_id=envelope.task_id,
+        task_type=envelope.task_type,
+        message_id=message_id,
+        submitted_at=envelope.submitted_at,
+        replay_count=int(raw),
+        replay_of=attributes.get("replay_of") or None,
     )
 
 
-def _poison_status(data: bytes, attributes: dict[str, str], attempt: int | None):
-    """A status record for an unparseable message, when it names a usable task_id."""
-    fields = peek_task_fields(data, attributes)
-    task_id = fields.get("task_id", "")
-    if not re.fullmatch(TASK_ID_PATTERN, task_id):
-        return None
-    return TaskStatus(
-        task_id=task_id,
-        task_type=fields.get("task_type") or "unknown",
-        state=TaskState.RUNNING,
-        attempts=attempt or 1,
-        started_at=_now(),
-    )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _error_type(exc: BaseException) -> str:
-    if isinstance(exc, TaskError):
-        return exc.error_type
-    return type(exc).__name__
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if not isinstance(exc, TaskError):
-        # An unexpected exception: keep where it came from, for the operator reading the DLQ.
-        frames = traceback.extract_tb(exc.__traceback__)[-1:]
-        where = "".join(f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames)
-        text = f"{type(exc).__name__}: {text}{where}"
-    return text
+def _valid_task_id(task_id: str) -> bool:
+    return bool(re.fullmatch(TASK_ID_PATTERN, task_id))

@@ -1,9 +1,14 @@
 """One worker execution: pull with bounded concurrency until a stop condition, then drain.
 
 Stop conditions, first one wins: the subscription stays empty for the idle window,
-MAX_MESSAGES were received, the run-time budget is spent, or a shutdown was requested
-(SIGTERM). In-flight work then finishes; on shutdown, what cannot finish within the
-grace period is nacked so it is redelivered promptly.
+MAX_MESSAGES were received, the run-time budget is spent, a shutdown was requested
+(SIGTERM), or Pub/Sub or storage stayed unreachable past INFRA_RETRY_SECONDS. In-flight work
+then finishes with its leases kept; on shutdown, what cannot finish within the grace period
+is stopped and returned so it is redelivered promptly.
+
+Nothing is pulled while storage is known to be down: every message pulled and returned
+counts as a Pub/Sub delivery, and an outage must not spend the attempts of tasks that
+never ran.
 """
 
 from __future__ import annotations
@@ -15,18 +20,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions as gexc
-from google.api_core import retry as api_retry
 
 from background_worker.acks import Settler
-from background_worker.deferred import Deferred
-from background_worker.leases import LeaseKeeper
+from background_worker.leases import ClaimKeeper, LeaseKeeper
 from background_worker.processing import InFlight, Outcome, TaskProcessor
+from background_worker.storage_gate import StorageGate
+from taskcore import lifecycle
 from taskcore.clients import bucket as make_bucket
-from taskcore.clients import storage_client, subscriber_client
+from taskcore.clients import storage_client, storage_retry, subscriber_client
 from taskcore.errors import InfrastructureError
 from taskcore.events import Event
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
+from taskcore.status import StatusStore, utcnow
 from taskcore.tasks import TaskRegistry, load_task_modules
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ _PULL_RETRYABLE = (
     gexc.Aborted,
     gexc.Unknown,
     gexc.DeadlineExceeded,
+    gexc.RetryError,
 )
 
 
@@ -63,6 +70,7 @@ class ExecutionSummary:
             "failed": self.outcomes["retried"],
             "dead_lettered": self.outcomes["dead_lettered"],
             "cancelled": self.outcomes["cancelled"],
+            "released": self.outcomes["released"] + self.outcomes["infrastructure"],
             "abandoned": self.abandoned,
             "stop_reason": self.stop_reason,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -82,47 +90,28 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.shutdown = shutdown or threading.Event()
-        self.shutdown_grace_seconds = settings.shutdown_grace_seconds
         self.subscriber = subscriber_client(settings)
         self.storage = storage_client(settings, pool_size=settings.worker_concurrency + 8)
+        self.bucket = make_bucket(settings, self.storage)
         self.publisher = publisher or Publisher(settings)
+        self.retry = storage_retry(settings)
+        self.status = StatusStore(self.bucket, retry=self.retry)
         self.settler = Settler(self.subscriber, settings.subscription_path)
-        subscription = self._get_subscription()
-        ack_deadline = subscription.ack_deadline_seconds or settings.ack_deadline_seconds
-        max_attempts = (
-            subscription.dead_letter_policy.max_delivery_attempts or settings.max_delivery_attempts
-        )
-        self.leases = LeaseKeeper(self.settler, ack_deadline)
-        self.deferred = Deferred()
+        self.leases = LeaseKeeper(self.settler, settings.ack_deadline_seconds)
+        self.claims = ClaimKeeper(self.status, settings.claim_seconds)
+        self.gate = StorageGate(self.bucket, settings.infra_retry_seconds, self.shutdown)
         self.processor = TaskProcessor(
             settings,
             task_types if task_types is not None else load_task_modules(settings.task_modules),
-            make_bucket(settings, self.storage),
+            self.bucket,
             self.publisher,
             self.settler,
             self.leases,
-            max_attempts,
-            self.deferred,
+            self.claims,
+            self.status,
+            self.retry,
+            self.shutdown,
         )
-
-    def _get_subscription(self):
-        try:
-            return self.subscriber.get_subscription(
-                request={"subscription": self.settings.subscription_path},
-                retry=api_retry.Retry(
-                    initial=0.25,
-                    maximum=4.0,
-                    timeout=self.settings.infra_retry_seconds,
-                    predicate=api_retry.if_exception_type(*_PULL_RETRYABLE),
-                ),
-                timeout=min(30.0, self.settings.infra_retry_seconds),
-            )
-        except gexc.NotFound:
-            raise InfrastructureError(
-                f"subscription {self.settings.subscription_path} does not exist"
-            ) from None
-        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-            raise InfrastructureError(f"Pub/Sub unreachable: {exc}") from exc
 
     def run(self) -> ExecutionSummary:
         """Drain the subscription until a stop condition; return the summary."""
@@ -132,11 +121,19 @@ class Worker:
         in_flight: dict[Future, InFlight] = {}
         pool = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="task")
         self.leases.start()
+        self.claims.start()
         last_activity = time.monotonic()
+        failure: str | None = None
         try:
-            while True:
+            # Storage first: with it down, every message pulled would be pulled in vain.
+            if not self.gate.wait_until_up():
+                failure = "storage unreachable"
+            while failure is None:
                 summary.stop_reason = self._stop_reason(summary, started, in_flight, last_activity)
                 if summary.stop_reason:
+                    break
+                if summary.outcomes[Outcome.INFRASTRUCTURE.value] and not self.gate.wait_until_up():
+                    failure = "storage unreachable"
                     break
                 free = settings.worker_concurrency - len(in_flight)
                 if free <= 0:
@@ -146,14 +143,18 @@ class Worker:
                 wanted = min(free, settings.pull_batch_size)
                 if settings.max_messages:
                     wanted = min(wanted, settings.max_messages - summary.received)
-                messages = self._pull(wanted)
+                try:
+                    messages = self._pull(wanted)
+                except InfrastructureError as exc:
+                    failure = str(exc)
+                    break
                 now = time.monotonic()
                 if messages:
                     last_activity = now
                 for received in messages:
                     item = InFlight(received)
-                    # Leased from the moment it is received; the processor narrows it to the
-                    # task's own time limit once it knows the task type.
+                    # Leased from the moment it is received; the run narrows it to the task's
+                    # own time limit once it knows the task type.
                     self.leases.hold(received.ack_id, now + settings.task_timeout_seconds)
                     in_flight[pool.submit(self.processor.process, item)] = item
                 summary.received += len(messages)
@@ -162,14 +163,20 @@ class Worker:
                 if not messages and in_flight:
                     done, _ = wait(in_flight, timeout=0.2, return_when=FIRST_COMPLETED)
                     last_activity = self._collect(done, in_flight, summary) or last_activity
+            if failure is not None:
+                summary.stop_reason = "infrastructure"
+            # Leases and claims keep running while in-flight work finishes, whatever stopped us.
             self._finish(in_flight, summary)
         finally:
+            self.claims.stop()
             self.leases.stop()
             pool.shutdown(wait=summary.abandoned == 0, cancel_futures=True)
             summary.duration_seconds = time.monotonic() - started
-        if summary.outcomes[Outcome.INFRASTRUCTURE.value]:
+        if failure is None and summary.outcomes[Outcome.INFRASTRUCTURE.value]:
+            failure = "storage unreachable"
+        if failure is not None:
             raise InfrastructureError(
-                f"Cloud Storage stayed unreachable for over {settings.infra_retry_seconds:g}s; "
+                f"{failure} for over {settings.infra_retry_seconds:g}s; "
                 f"{summary.outcomes[Outcome.INFRASTRUCTURE.value]} messages returned to the queue"
             )
         return summary
@@ -177,8 +184,6 @@ class Worker:
     def _stop_reason(self, summary, started, in_flight, last_activity) -> str:
         if self.shutdown.is_set():
             return "shutdown"
-        if summary.outcomes[Outcome.INFRASTRUCTURE.value]:
-            return "infrastructure"
         budget = self.settings.run_budget_seconds
         if budget and time.monotonic() - started >= budget:
             return "run_budget"
@@ -197,9 +202,10 @@ class Worker:
         return time.monotonic()
 
     def _pull(self, wanted: int) -> list:
+        """Pull up to `wanted` messages; InfrastructureError once Pub/Sub stays unreachable."""
         deadline = time.monotonic() + self.settings.infra_retry_seconds
         delay = 0.2
-        while True:
+        while not self.shutdown.is_set():
             try:
                 response = self.subscriber.pull(
                     request={
@@ -214,44 +220,59 @@ class Worker:
                 return list(response.received_messages)
             except gexc.DeadlineExceeded:
                 return []  # an empty long poll
+            except gexc.NotFound as exc:
+                raise InfrastructureError(f"subscription vanished: {exc}") from exc
             except _PULL_RETRYABLE as exc:
-                if time.monotonic() > deadline or self.shutdown.is_set():
+                if time.monotonic() > deadline:
                     raise InfrastructureError(f"Pub/Sub pull keeps failing: {exc}") from exc
                 log.warning("pull failed, retrying in %.1fs: %s", delay, exc)
                 self.shutdown.wait(delay)
                 delay = min(delay * 2, 5.0)
-            except gexc.NotFound as exc:
-                raise InfrastructureError(f"subscription vanished: {exc}") from exc
+        return []
 
     def _finish(self, in_flight: dict[Future, InFlight], summary: ExecutionSummary) -> None:
-        """Let in-flight work finish; on shutdown, nack what misses the grace period."""
+        """Let in-flight work finish; on shutdown, stop and return what misses the grace period."""
+        grace_end = None
+        while in_flight:
+            now = time.monotonic()
+            if grace_end is None and self.shutdown.is_set():
+                grace_end = now + self.settings.shutdown_grace_seconds
+            if grace_end is not None and now >= grace_end:
+                break
+            timeout = 0.5 if grace_end is None else min(0.5, grace_end - now)
+            done, _ = wait(in_flight, timeout=max(0.0, timeout), return_when=FIRST_COMPLETED)
+            self._collect(done, in_flight, summary)
         if not in_flight:
             return
-        grace = self.shutdown_grace_seconds if self.shutdown.is_set() else None
-        deadline = None if grace is None else time.monotonic() + grace
-        while in_flight:
-            if self.shutdown.is_set() and deadline is None:
-                deadline = time.monotonic() + self.shutdown_grace_seconds
-            timeout = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
-            done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-            self._collect(done, in_flight, summary)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        if in_flight:
-            for item in in_flight.values():
-                if item.context is not None:
-                    item.context.cancelled.set()
-            returned = self.settler.nack(item.received.ack_id for item in in_flight.values())
-            summary.abandoned = len(in_flight)
-            log.warning(
-                "shutdown: %d tasks unfinished after the grace period; %d nacked",
-                len(in_flight),
-                returned,
+        # Ask every run to stop; most return their message themselves within a moment.
+        for item in in_flight.values():
+            item.stop()
+        done, _ = wait(in_flight, timeout=1.0)
+        self._collect(done, in_flight, summary)
+        if not in_flight:
+            return
+        returned = self.settler.nack(item.received.ack_id for item in in_flight.values())
+        for item in in_flight.values():
+            if item.run is not None and item.run.claim.claimed:
+                self._release(item)
+        summary.abandoned = len(in_flight)
+        log.warning(
+            "shutdown: %d tasks unfinished after the grace period; %d returned",
+            len(in_flight),
+            returned,
+        )
+
+    def _release(self, item: InFlight) -> None:
+        run = item.run
+        try:
+            self.status.transition(
+                run.claim.delivery.task_id, lifecycle.release(run.run_id, utcnow())
             )
+        except Exception as exc:  # the claim then runs out by itself
+            log.warning("claim of an abandoned run not released: %s", exc)
 
     def close(self) -> None:
         """Send queued acks, then release the clients."""
-        self.deferred.stop()
         self.settler.close()
         self.publisher.close()
         self.subscriber.close()

@@ -42,16 +42,18 @@ def _ensure(report: BootstrapReport, name: str, create) -> None:
 
 
 def worker_subscription_request(settings: Settings) -> dict:
-    """The worker subscription's shape: ack deadline, retry backoff and dead-letter policy."""
+    """The worker subscription's shape: ack deadline and dead-letter policy.
+
+    No retry policy: the worker applies the backoff itself (modifyAckDeadline to the delay),
+    from its own count of the task's failures, so backoff behaves the same on Pub/Sub and on
+    both emulators (Google's ignores retry-policy backoff, and with a retry policy it was
+    seen to lose messages whose lease expired two or three times).
+    """
     return {
         "name": settings.subscription_path,
         "topic": settings.topic_path,
         "ack_deadline_seconds": settings.ack_deadline_seconds,
         "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_SECONDS),
-        "retry_policy": {
-            "minimum_backoff": _duration(settings.retry_min_backoff_seconds),
-            "maximum_backoff": _duration(settings.retry_max_backoff_seconds),
-        },
         "dead_letter_policy": {
             "dead_letter_topic": settings.dlq_topic_path,
             "max_delivery_attempts": settings.max_delivery_attempts,

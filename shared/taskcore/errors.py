@@ -45,6 +45,12 @@ class MissingInputError(PermanentTaskError):
     error_type = "missing_input"
 
 
+class OutputConflictError(PermanentTaskError):
+    """Raised when a run writes an output name twice, or a name that is not a safe object name."""
+
+    error_type = "output_conflict"
+
+
 class TransientTaskError(TaskError):
     """Raised when a task failed for a reason that may pass; the message is retried with backoff."""
 
@@ -63,6 +69,14 @@ class InfrastructureError(TaskPipelineError):
 
 class PublishError(InfrastructureError):
     """Raised when a message could not be published (topic missing, emulator or service down)."""
+
+
+class StatusConflictError(TaskPipelineError):
+    """Raised when a task's status record keeps changing under our conditional writes."""
+
+
+class InvalidTransitionError(TaskPipelineError):
+    """Raised when code asks a status record to move between states that may not follow."""
 
 
 class EmulatorError(TaskPipelineError):

@@ -1,70 +1,147 @@
-"""Task outputs in Cloud Storage: create-only objects under outputs/<task_id>/.
+"""Task outputs in Cloud Storage: every run writes its own set, and success commits one set.
 
-Every output name derives from task_id, and every write is create-only
-(if_generation_match=0), so a redelivered or replayed task can never produce a second,
-different output. The task's status record (taskcore.status), written after the outputs,
-is what marks it done.
+A run writes create-only objects under outputs/<task_id>/<run_id>/. Two runs of one task
+(a redelivery racing the original, a retry after a crash that left half a set behind) never
+write the same object, so neither can mix its outputs into the other's. The `succeeded`
+status record, written after the outputs, names the objects of exactly one run, with their
+generations: that set is the task's result. Sets of runs that did not commit are deleted by
+the run that did.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import json
 from collections.abc import Callable
+from typing import Any
 
+import google_crc32c
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+
+from taskcore.errors import OutputConflictError
+from taskcore.payloads import check_object_name
+from taskcore.status import OutputRef
 
 OUTPUT_PREFIX = "outputs"
 
 
-def output_prefix(task_id: str) -> str:
-    """The object prefix that holds every output of task_id."""
+def task_output_prefix(task_id: str) -> str:
+    """The object prefix that holds every run's outputs of task_id."""
     return f"{OUTPUT_PREFIX}/{task_id}/"
 
 
+def run_output_prefix(task_id: str, run_id: str) -> str:
+    """The object prefix one run writes its outputs under."""
+    return f"{task_output_prefix(task_id)}{run_id}/"
+
+
+def crc32c_of(data: bytes) -> str:
+    """The base64 CRC32C GCS reports for data."""
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode("ascii")
+
+
 class OutputWriter:
-    """Writes one task's outputs create-only and remembers their URIs for the status record."""
+    """Writes one run's outputs create-only and remembers them for the status record."""
 
     def __init__(
         self,
         bucket: storage.Bucket,
         task_id: str,
+        run_id: str,
         check_alive: Callable[[], None],
         retry=None,
     ) -> None:
         self.bucket = bucket
         self.retry = retry
         self.task_id = task_id
-        # Called before every write: a task past its time limit or cancelled by shutdown
-        # raises here instead of writing after its message may already be redelivered.
+        self.run_id = run_id
+        self.prefix = run_output_prefix(task_id, run_id)
+        # Called before every write: a run past its time limit, cancelled or superseded
+        # raises here instead of writing.
         self._check_alive = check_alive
-        self.written: list[dict] = []
+        self.written: list[OutputRef] = []
 
     def uri(self, name: str) -> str:
-        """The gs:// URI of an output called name."""
-        return f"gs://{self.bucket.name}/{output_prefix(self.task_id)}{name}"
+        """The gs:// URI of this run's output called name."""
+        return f"gs://{self.bucket.name}/{self.prefix}{name}"
 
     def write(self, name: str, data: bytes | str, content_type: str) -> str:
-        """Write one output create-only; an existing one from an earlier attempt is kept."""
+        """Write one output (create-only) and return its URI."""
         self._check_alive()
-        blob = self.bucket.blob(output_prefix(self.task_id) + name)
+        _check_name(name, self.written)
         if isinstance(data, str):
             data = data.encode("utf-8")
-        # PreconditionFailed: an earlier delivery of this task wrote it before dying. Outputs
-        # derive only from the task, so the existing object stands; writing again makes two.
-        with contextlib.suppress(gexc.PreconditionFailed):
+        blob = self.bucket.blob(self.prefix + name)
+        checksum = crc32c_of(data)
+        try:
             blob.upload_from_string(
                 data, content_type=content_type, if_generation_match=0, retry=self.retry
             )
+        except gexc.PreconditionFailed:
+            # Only this run writes here, so the object is this very write, landed on a try
+            # whose answer was lost; anything else means the run wrote the name twice.
+            blob.reload(retry=self.retry)
+            if blob.crc32c != checksum:
+                raise OutputConflictError(
+                    f"output {name!r} already exists with other content in this run"
+                ) from None
+        return self._remember(name, blob, len(data), content_type, checksum)
+
+    def write_json(self, name: str, value: Any) -> str:
+        """Write a JSON output; NaN and infinities are refused, so the output is valid JSON."""
+        text = json.dumps(value, indent=2, sort_keys=True, default=str, allow_nan=False)
+        return self.write(name, text, "application/json")
+
+    def _remember(self, name, blob, size, content_type, checksum) -> str:
         uri = self.uri(name)
+        generation = int(blob.generation) if blob.generation is not None else None
         self.written.append(
-            {"name": name, "uri": uri, "size": len(data), "content_type": content_type}
+            OutputRef(
+                name=name,
+                uri=uri,
+                size=size,
+                content_type=content_type,
+                generation=generation,
+                crc32c=checksum,
+            )
         )
         return uri
 
-    def write_json(self, name: str, value) -> str:
-        """Write a JSON output."""
-        return self.write(
-            name, json.dumps(value, indent=2, sort_keys=True, default=str), "application/json"
-        )
+
+def _check_name(name: str, written: list[OutputRef]) -> None:
+    try:
+        check_object_name(name)
+    except ValueError as exc:
+        raise OutputConflictError(f"output name {name!r} {exc}") from None
+    if any(ref.name == name for ref in written):
+        raise OutputConflictError(f"output {name!r} was already written by this run")
+
+
+def discard_other_runs(
+    bucket: storage.Bucket, task_id: str, keep_run_id: str, retry=None
+) -> list[str]:
+    """Delete the outputs of every run of task_id but keep_run_id; returns what was deleted."""
+    deleted = []
+    keep = run_output_prefix(task_id, keep_run_id)
+    for blob in bucket.list_blobs(prefix=task_output_prefix(task_id), retry=retry):
+        if blob.name.startswith(keep):
+            continue
+        try:
+            blob.delete(if_generation_match=blob.generation, retry=retry)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            continue
+        deleted.append(blob.name)
+    return deleted
+
+
+def discard_run(bucket: storage.Bucket, task_id: str, run_id: str, retry=None) -> int:
+    """Delete one run's outputs (a run that lost the race to commit); returns how many."""
+    count = 0
+    for blob in bucket.list_blobs(prefix=run_output_prefix(task_id, run_id), retry=retry):
+        try:
+            blob.delete(if_generation_match=blob.generation, retry=retry)
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            continue
+        count += 1
+    return count

@@ -89,25 +89,46 @@ class Settings(BaseModel):
         "MAX_DELIVERY_ATTEMPTS",
         5,
         "both",
-        "Deliveries before a task is dead-lettered (5 to 100).",
+        "Failed runs before a task is dead-lettered with its last error; also the subscription's "
+        "dead-letter policy, Pub/Sub's own safety net (5 to 100).",
         ge=5,
         le=100,
     )
 
-    # --- subscription shape (used by `taskctl bootstrap`; Terraform sets the same in prod) ---
+    # --- leases and retries (`taskctl bootstrap` and Terraform shape the subscription alike) ---
     ack_deadline_seconds: int = _env(
         "ACK_DEADLINE_SECONDS",
         60,
-        "local",
-        "Ack deadline of the worker subscription.",
+        "worker",
+        "Ack deadline of the worker subscription; the worker extends held messages by this much.",
         ge=10,
         le=600,
     )
     retry_min_backoff_seconds: float = _env(
-        "RETRY_MIN_BACKOFF_SECONDS", 10.0, "local", "Retry policy minimum backoff.", ge=0, le=600
+        "RETRY_MIN_BACKOFF_SECONDS",
+        10.0,
+        "worker",
+        "Backoff before a failed task's second attempt; it doubles each failure. The worker "
+        "applies it (modifyAckDeadline), so it holds on every Pub/Sub and emulator alike.",
+        ge=0,
+        le=600,
     )
     retry_max_backoff_seconds: float = _env(
-        "RETRY_MAX_BACKOFF_SECONDS", 600.0, "local", "Retry policy maximum backoff.", ge=0, le=600
+        "RETRY_MAX_BACKOFF_SECONDS",
+        600.0,
+        "worker",
+        "Longest backoff between two attempts of a failed task.",
+        ge=0,
+        le=600,
+    )
+    claim_seconds: float = _env(
+        "CLAIM_SECONDS",
+        60.0,
+        "worker",
+        "How long a run's claim on its task lasts unless renewed (renewed every third of it): "
+        "no other delivery runs the task meanwhile; a task whose execution died runs again after.",
+        ge=3,
+        le=3600,
     )
 
     # --- worker -----------------------------------------------------------------------------

@@ -1,33 +1,140 @@
-"""Task status records: one JSON object per task at status/<task_id>.json in the bucket.
+"""Task status records: one JSON object per task at status/<task_id>.json, changed only by
+conditional writes.
 
-The API creates the `queued` record create-only after the publish is confirmed (and off
-the request path), so it can never overwrite a record the worker already wrote; the
-worker overwrites it as the task runs, succeeds, fails or is dead-lettered.
+A record is a small state machine (taskcore.lifecycle decides each transition). Every write
+is conditional on the generation that was read (`if_generation_match`), so two writers can
+never both win: the loser reads the record again and re-decides against what is there now.
+A record is never overwritten blindly, and `succeeded` and `cancelled` are terminal.
+
+Each write carries a fresh `revision`. A conditional write whose answer was lost and whose
+retry then fails its precondition is recognised as our own by that revision, not mistaken
+for someone else's.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from taskcore.errors import InvalidTransitionError, StatusConflictError
 
 log = logging.getLogger(__name__)
 
 STATUS_PREFIX = "status/"
+# Errors and state changes a record remembers (oldest dropped first).
+HISTORY_LIMIT = 30
 
 
 class TaskState(enum.StrEnum):
     """Where a task is in its life."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
+    RETRYING = "retrying"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+
+# Nothing moves a task out of these.
+TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.CANCELLED})
+# The task has ended (a dead-lettered one may be replayed, which starts a new life).
+ENDED = TERMINAL | {TaskState.DEAD_LETTERED}
+
+# Which state may follow which: every write is checked against the record as read.
+ALLOWED: dict[TaskState | None, frozenset[TaskState]] = {
+    None: frozenset(TaskState),
+    TaskState.SCHEDULED: frozenset({TaskState.SCHEDULED, TaskState.QUEUED, TaskState.CANCELLED}),
+    TaskState.QUEUED: frozenset(set(TaskState) - {TaskState.SCHEDULED}),
+    TaskState.RUNNING: frozenset(set(TaskState) - {TaskState.SCHEDULED}),
+    TaskState.RETRYING: frozenset(set(TaskState) - {TaskState.SCHEDULED}),
+    TaskState.DEAD_LETTERED: frozenset(set(TaskState) - {TaskState.SCHEDULED}),
+    TaskState.SUCCEEDED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+def check_transition(old: TaskState | None, new: TaskState) -> None:
+    """Raise InvalidTransitionError unless `new` may follow `old`."""
+    if new not in ALLOWED[old]:
+        raise InvalidTransitionError(f"a task cannot go from {old} to {new}")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ErrorInfo(BaseModel):
+    """One failure of one run."""
+
+    type: str
+    message: str
+    at: datetime = Field(default_factory=utcnow)
+    attempt: int = 0
+
+
+class RunClaim(BaseModel):
+    """The run that holds the task: nobody else runs it until the claim ends or expires."""
+
+    id: str
+    execution: str
+    started_at: datetime
+    lease_until: datetime
+    isolated: bool = False
+
+    def live(self, now: datetime | None = None) -> bool:
+        """Whether the claim still holds (its holder renews it while it runs)."""
+        return self.lease_until > (now or utcnow())
+
+
+class OutputRef(BaseModel):
+    """One output object of the run that succeeded."""
+
+    name: str
+    uri: str
+    size: int | None = None
+    content_type: str | None = None
+    generation: int | None = None
+    crc32c: str | None = None
+
+
+class Progress(BaseModel):
+    """How far a running task says it is."""
+
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+class HistoryEntry(BaseModel):
+    """A state the task entered, and when."""
+
+    state: TaskState
+    at: datetime
+    attempt: int = 0
+    execution: str | None = None
+
+
+class DeadLetterInfo(BaseModel):
+    """How the task reached the dead-letter topic."""
+
+    error_type: str
+    by: str = "worker"  # or "pubsub": its delivery attempts ran out (crash loop, expiry)
+    message_id: str | None = None
+    # Set while the worker has decided but the DLQ has not yet confirmed the publish.
+    pending: bool = False
+    # A message that was no valid task, though it named this id: a real task may take it over.
+    poison: bool = False
 
 
 class TaskStatus(BaseModel):
@@ -36,16 +143,60 @@ class TaskStatus(BaseModel):
     task_id: str
     task_type: str
     state: TaskState
+    queue: str = "default"
+    # Runs started, runs that failed (the retry budget counts these), runs that vanished.
     attempts: int = 0
-    last_error: dict[str, str] | None = None
-    outputs: list[str] = Field(default_factory=list)
+    failures: int = 0
+    interruptions: int = 0
+    last_error: ErrorInfo | None = None
+    errors: list[ErrorInfo] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    run: RunClaim | None = None
+    outputs: list[OutputRef] = Field(default_factory=list)
+    progress: Progress | None = None
+    dead_letter: DeadLetterInfo | None = None
     submitted_at: datetime | None = None
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
     execution: str | None = None
     message_id: str | None = None
     replay_count: int = 0
+    replay_of: str | None = None
+    revision: str = ""
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _legacy_state(cls, value: Any) -> Any:
+        # Records written before `failed` was named for what it means.
+        return TaskState.RETRYING if value == "failed" else value
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _legacy_outputs(cls, value: Any) -> Any:
+        # Records written when outputs were bare URIs.
+        if isinstance(value, list):
+            return [
+                {"name": v.rsplit("/", 1)[-1], "uri": v} if isinstance(v, str) else v for v in value
+            ]
+        return value
+
+    @property
+    def output_uris(self) -> list[str]:
+        return [output.uri for output in self.outputs]
+
+    def entering(self, state: TaskState, now: datetime, **changes: Any) -> TaskStatus:
+        """A copy in `state` (with changes), the state change added to the history."""
+        history = self.history
+        if state != self.state or not history:
+            entry = HistoryEntry(
+                state=state,
+                at=now,
+                attempt=changes.get("attempts", self.attempts),
+                execution=changes.get("execution", self.execution),
+            )
+            history = [*history, entry][-HISTORY_LIMIT:]
+        return self.model_copy(update={"state": state, "history": history, **changes}, deep=True)
 
 
 def status_object_name(task_id: str) -> str:
@@ -53,40 +204,125 @@ def status_object_name(task_id: str) -> str:
     return f"{STATUS_PREFIX}{task_id}.json"
 
 
-class StatusStore:
-    """Reads and writes status records in the pipeline bucket."""
+@dataclass(frozen=True)
+class StoredStatus:
+    """A record as read, with the generation its next conditional write must name."""
 
-    def __init__(self, bucket: storage.Bucket, retry=None) -> None:
+    record: TaskStatus
+    generation: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a change was not made, with the record it was judged against."""
+
+    reason: str
+    record: TaskStatus | None
+    detail: str = ""
+
+
+# A change reads the record as it is (None: no record yet) and returns the record to write,
+# a Refusal, or None when there is nothing to write.
+Change = Callable[[TaskStatus | None], "TaskStatus | Refusal | None"]
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    """What a transition did: the record now (as written, or as found) and whether we wrote it."""
+
+    record: TaskStatus | None
+    generation: int | None
+    written: bool
+    refusal: Refusal | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+
+class StatusStore:
+    """Reads status records and changes them by conditional writes, in the pipeline bucket."""
+
+    # Rounds of read → decide → write before giving up on a record that keeps changing.
+    MAX_ROUNDS = 10
+
+    def __init__(self, bucket: storage.Bucket, retry=None, timeout: float | None = None) -> None:
         self.bucket = bucket
         # None keeps the client's defaults; the worker passes one that rides out outages.
-        self._retry = {} if retry is None else {"retry": retry}
+        self._call: dict[str, Any] = {} if retry is None else {"retry": retry}
+        if timeout is not None:
+            self._call["timeout"] = timeout
+
+    def read(self, task_id: str) -> StoredStatus | None:
+        """The record and its generation, in one request; None if there is none."""
+        blob = self.bucket.blob(status_object_name(task_id))
+        try:
+            data = blob.download_as_bytes(**self._call)
+        except gexc.NotFound:
+            return None
+        if blob.generation is None:
+            raise StatusConflictError(
+                f"the storage service did not say which generation of {blob.name} it returned"
+            )
+        return StoredStatus(TaskStatus.model_validate_json(data), int(blob.generation))
 
     def get(self, task_id: str) -> TaskStatus | None:
         """The task's status record, or None if there is none."""
-        try:
-            data = self.bucket.blob(status_object_name(task_id)).download_as_bytes(**self._retry)
-        except gexc.NotFound:
-            return None
-        return TaskStatus.model_validate_json(data)
+        stored = self.read(task_id)
+        return stored.record if stored else None
 
-    def put(self, status: TaskStatus) -> None:
-        """Write (overwrite) the task's status record."""
-        self.bucket.blob(status_object_name(status.task_id)).upload_from_string(
-            status.model_dump_json(), content_type="application/json", **self._retry
+    def write(self, record: TaskStatus, generation: int | None) -> int:
+        """Write if the stored generation is still `generation` (None: only if none exists).
+
+        Returns the new generation; raises gexc.PreconditionFailed when the record changed.
+        """
+        blob = self.bucket.blob(status_object_name(record.task_id))
+        blob.upload_from_string(
+            record.model_dump_json(exclude_none=False),
+            content_type="application/json",
+            if_generation_match=generation or 0,
+            **self._call,
         )
+        return int(blob.generation) if blob.generation is not None else 0
 
-    def create(self, status: TaskStatus) -> bool:
+    def create(self, record: TaskStatus) -> bool:
         """Write the record only if none exists yet; False when one already did."""
+        record = record.model_copy(update={"revision": _revision()})
         try:
-            self.bucket.blob(status_object_name(status.task_id)).upload_from_string(
-                status.model_dump_json(),
-                content_type="application/json",
-                if_generation_match=0,
-                **self._retry,
-            )
+            self.write(record, None)
         except gexc.PreconditionFailed:
-            return False
+            stored = self.read(record.task_id)
+            return stored is not None and stored.record.revision == record.revision
         return True
+
+    def transition(self, task_id: str, change: Change) -> TransitionResult:
+        """Apply change to the record as it is now, by a write conditional on what was read.
+
+        On a conflict the record is read again and change decides again, so a change is
+        always judged against the latest record. StatusConflictError after MAX_ROUNDS.
+        """
+        for _ in range(self.MAX_ROUNDS):
+            stored = self.read(task_id)
+            current = stored.record if stored else None
+            generation = stored.generation if stored else None
+            decided = change(current.model_copy(deep=True) if current else None)
+            if decided is None:
+                return TransitionResult(current, generation, written=False)
+            if isinstance(decided, Refusal):
+                return TransitionResult(current, generation, written=False, refusal=decided)
+            check_transition(current.state if current else None, decided.state)
+            new = decided.model_copy(update={"revision": _revision(), "updated_at": utcnow()})
+            try:
+                return TransitionResult(new, self.write(new, generation), written=True)
+            except gexc.PreconditionFailed:
+                # Either someone else wrote in between, or this very write landed and only its
+                # answer was lost (the client's retry then failed the precondition).
+                after = self.read(task_id)
+                if after is not None and after.record.revision == new.revision:
+                    return TransitionResult(after.record, after.generation, written=True)
+        raise StatusConflictError(
+            f"status record of {task_id} kept changing over {self.MAX_ROUNDS} conditional writes"
+        )
 
     def list(self, state: TaskState | None = None, limit: int = 100) -> list[TaskStatus]:
         """Recent status records (by update time, newest first), optionally of one state."""
@@ -100,3 +336,7 @@ class StatusStore:
                 records.append(record)
         records.sort(key=lambda r: r.updated_at, reverse=True)
         return records[:limit]
+
+
+def _revision() -> str:
+    return uuid.uuid4().hex

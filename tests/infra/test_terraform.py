@@ -157,11 +157,10 @@ def test_subscriptions_never_expire_and_keep_messages(tf: Terraform):
         ttl = block(sub, "expiration_policy").get("ttl")
         assert ttl == "", f'{name}: an idle subscription expires after 31 days unless ttl = ""'
     assert source["message_retention_duration"] == "604800s", "the worker subscription keeps 7 days"
-    assert "retry_policy" in source, "without a retry policy Pub/Sub redelivers failures at once"
+    # The worker applies the backoff itself (modifyAckDeadline); a retry policy on top would
+    # delay crash redeliveries, and the worker reads the same variables from its env.
+    assert "retry_policy" not in source, "the worker applies RETRY_*_BACKOFF_SECONDS itself"
     assert var_refs(source["ack_deadline_seconds"]) == {"ack_deadline_seconds"}
-    retry = block(source, "retry_policy")
-    assert var_refs(retry["minimum_backoff"]) == {"retry_min_backoff_seconds"}
-    assert var_refs(retry["maximum_backoff"]) == {"retry_max_backoff_seconds"}
     dlq_subs = [n for n in tf.of_type("google_pubsub_subscription") if n != source_name]
     for name in dlq_subs:
         retention = tf.resources[("google_pubsub_subscription", name)]["message_retention_duration"]

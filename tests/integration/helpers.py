@@ -45,13 +45,25 @@ def upload(settings: Settings, name: str, data: bytes, content_type: str = "text
 
 
 def outputs_of(settings: Settings, task_id: str) -> dict[str, bytes]:
-    """Every output object of task_id, by name under outputs/<task_id>/."""
+    """The task's result: the outputs its succeeded record names, by name ({} if none)."""
+    record = status_of(settings, task_id)
+    if record is None or record.state != "succeeded":
+        return {}
+    bucket = make_bucket(settings, storage_client(settings))
+    prefix = f"gs://{settings.bucket_name}/"
+    return {
+        ref.name: bucket.blob(ref.uri[len(prefix) :]).download_as_bytes(
+            if_generation_match=ref.generation
+        )
+        for ref in record.outputs
+    }
+
+
+def output_objects(settings: Settings, task_id: str) -> dict[str, int]:
+    """Every object under outputs/<task_id>/ (every run's), by name, with its generation."""
     bucket = make_bucket(settings, storage_client(settings))
     prefix = f"outputs/{task_id}/"
-    return {
-        blob.name[len(prefix) :]: blob.download_as_bytes()
-        for blob in bucket.list_blobs(prefix=prefix)
-    }
+    return {blob.name[len(prefix) :]: blob.generation for blob in bucket.list_blobs(prefix=prefix)}
 
 
 def status_of(settings: Settings, task_id: str) -> TaskStatus | None:
@@ -94,7 +106,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def output_generations(settings: Settings, task_id: str) -> dict[str, int]:
-    """Generation of each output object of task_id: a rewrite would change it."""
-    bucket = make_bucket(settings, storage_client(settings))
-    prefix = f"outputs/{task_id}/"
-    return {blob.name[len(prefix) :]: blob.generation for blob in bucket.list_blobs(prefix=prefix)}
+    """Generation of each committed output of task_id: a rewrite would change it."""
+    record = status_of(settings, task_id)
+    if record is None:
+        return {}
+    return {ref.name: ref.generation for ref in record.outputs}

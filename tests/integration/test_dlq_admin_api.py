@@ -160,7 +160,7 @@ def test_purge_archives_then_removes_the_selection(admin, pipeline):
 def test_tasks_lists_status_records_by_status(admin, pipeline):
     store = status_store(pipeline)
     for task_id, state in [("t1", TaskState.SUCCEEDED), ("t2", TaskState.DEAD_LETTERED)]:
-        store.put(TaskStatus(task_id=task_id, task_type="data_transformation", state=state))
+        store.create(TaskStatus(task_id=task_id, task_type="data_transformation", state=state))
 
     dead = admin.get("/admin/tasks?status=dead_lettered").get_json()["tasks"]
     overview = admin.get("/admin/overview").get_json()

@@ -46,9 +46,12 @@ def test_drain_writes_outputs_for_each_task_and_exits_when_idle(pipeline):
     assert sum(g["count"] for g in results["groups"].values()) == 50
     status = status_of(pipeline, ids[0])
     assert status.state == "succeeded" and status.attempts == 1
-    assert sorted(status.outputs) == sorted(
-        f"gs://{pipeline.bucket_name}/outputs/{ids[0]}/{name}" for name in file_outputs
+    assert sorted(ref.name for ref in status.outputs) == ["metadata.json", "processed.txt"]
+    (run_prefix,) = {ref.uri.rsplit("/", 1)[0] for ref in status.outputs}
+    assert run_prefix.startswith(f"gs://{pipeline.bucket_name}/outputs/{ids[0]}/1-"), (
+        "one run's outputs, under the run's own prefix"
     )
+    assert status.last_error is None and status.run is None
 
 
 def test_missing_input_is_dead_lettered_at_once_with_reason(pipeline):
@@ -69,7 +72,7 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
     calls = []
 
     def broken(ctx, payload):
-        calls.append(ctx.delivery_attempt)
+        calls.append(ctx.attempt)
         raise RuntimeError("backend said no")
 
     registry = builtin_registry().with_handlers(data_transformation=broken)
@@ -85,12 +88,13 @@ def test_always_failing_handler_is_retried_then_dead_lettered_after_max_attempts
     attrs = dict(dead.message.attributes)
     assert attrs["error_type"] == "RuntimeError"
     assert "backend said no" in attrs["error_message"]
-    assert attrs["delivery_attempt"] == "5"
+    assert attrs["attempts"] == "5" and attrs["failures"] == "5"
     assert attrs["task_id"] == task_id
     assert outputs_of(pipeline, task_id) == {}
     status = status_of(pipeline, task_id)
     assert status.state == "dead_lettered" and status.attempts == 5
-    assert "backend said no" in status.last_error["message"]
+    assert status.failures == 5 and len(status.errors) == 5
+    assert "backend said no" in status.last_error.message
 
 
 def test_execution_stops_pulling_at_max_messages_and_leaves_the_rest_queued(pipeline):
@@ -135,5 +139,5 @@ def test_invalid_task_with_a_task_id_gets_a_dead_lettered_status_record(pipeline
     assert summary.outcomes["dead_lettered"] == 1
     status = status_of(pipeline, "bad-task-1")
     assert status.state == "dead_lettered"
-    assert status.last_error["type"] == "schema_violation"
-    assert "dataset_size" in status.last_error["message"]
+    assert status.last_error.type == "schema_violation"
+    assert "dataset_size" in status.last_error.message

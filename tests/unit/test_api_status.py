@@ -43,7 +43,7 @@ def test_a_task_that_was_not_published_gets_no_status_record(storage):
 
 def test_the_queued_record_never_overwrites_what_the_worker_wrote():
     store = StatusStore(FakeBucket("b"))
-    store.put(TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.SUCCEEDED))
+    store.create(TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.SUCCEEDED))
     writer = StatusWriter(lambda: store, capacity=10)
 
     writer.submit(TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.QUEUED))
@@ -91,7 +91,7 @@ def test_status_records_can_be_turned_off(storage, publisher):
 
 
 def test_get_task_returns_its_status_record(client, storage):
-    StatusStore(bucket_of(storage)).put(
+    StatusStore(bucket_of(storage)).create(
         TaskStatus(task_id="abc123", task_type="data_transformation", state=TaskState.RUNNING)
     )
 

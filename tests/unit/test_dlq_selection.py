@@ -61,7 +61,7 @@ def test_a_pubsub_dead_letter_reports_exhaustion_and_the_last_error_from_status(
     letter.status = TaskStatus(
         task_id="t2",
         task_type="file_processing",
-        state=TaskState.FAILED,
+        state=TaskState.RETRYING,
         attempts=5,
         last_error={"type": "timeout", "message": "too slow"},
     )

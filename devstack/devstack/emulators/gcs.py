@@ -16,6 +16,9 @@ What the pinned package gets wrong, and what this module changes (search for "FI
 6. maxResults and pageToken are ignored when listing.
 7. The server is single-threaded with a listen backlog of 5; here it is threaded, and one
    lock serialises the package's (thread-unsafe) handlers while sockets are read outside it.
+8. A media download does not say which generation it returned (GCS sends X-Goog-Generation
+   and X-Goog-Metageneration), so a client cannot make a read-modify-write conditional on what
+   it read in one request: google-cloud-storage leaves blob.generation unset after a download.
 """
 
 from __future__ import annotations
@@ -250,6 +253,17 @@ def _guard(handler, kind: str | None = None, target=None):
     return guarded
 
 
+def _download_with_generation(request, response, storage):
+    """objects.download, plus the generation headers GCS sends with every media read (FIX 8)."""
+    gcs_objects.download(request, response, storage)
+    if response.status not in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
+        return
+    obj = storage.objects.get(request.params["bucket_name"], {}).get(request.params["object_id"])
+    if obj is not None:
+        response["X-Goog-Generation"] = str(obj["generation"])
+        response["X-Goog-Metageneration"] = str(obj["metageneration"])
+
+
 def _paged_ls(request, response, storage):
     """objects.list, plus the maxResults/pageToken paging the package ignores (FIX 6)."""
     gcs_objects.ls(request, response, storage)
@@ -278,15 +292,22 @@ def _routes():
     routes = []
     for regex, handlers in gcs_server.HANDLERS:
         handlers = dict(handlers)
+        if handlers.get("GET") is gcs_objects.download:
+            handlers["GET"] = _download_with_generation
         if handlers.get("GET") is gcs_objects.ls:
             handlers["GET"] = _paged_ls
             # The package's Router special-cases POST uploads to .../o; a table entry does it here.
             handlers.setdefault("POST", gcs_objects.insert)
-        guarded = {m: _guard(h, *_TARGETS.get(h, (None, None))) for m, h in handlers.items()}
+        guarded = {
+            m: _guard(h, *_TARGETS.get(_UNPATCHED.get(h, h), (None, None)))
+            for m, h in handlers.items()
+        }
         routes.append((re.compile(regex), guarded))
     return tuple(routes)
 
 
+# Our replacements of package handlers, guarded as the handler they wrap.
+_UNPATCHED = {_download_with_generation: gcs_objects.download}
 _ROUTES = _routes()
 
 

@@ -80,9 +80,9 @@ class DeadLetter:
     def error_message(self) -> str:
         if self.by_worker:
             return self.reason["error_message"] or ""
-        last = (self.status.last_error or {}) if self.status else {}
-        if last.get("message"):
-            return f"{PUBSUB_EXHAUSTED}; last error: {last.get('type', 'error')}: {last['message']}"
+        last = self.status.last_error if self.status else None
+        if last is not None and last.message:
+            return f"{PUBSUB_EXHAUSTED}; last error: {last.type}: {last.message}"
         return PUBSUB_EXHAUSTED
 
     @property

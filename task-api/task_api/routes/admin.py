@@ -34,7 +34,7 @@ _scan_lock = threading.Lock()
 MAX_REPLAY_SECONDS = 120
 MAX_LIST = 1000
 # The backlog estimate reads status records in these states: accepted, not yet finished.
-UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.FAILED)
+UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRYING)
 
 
 def _filter(data: dict[str, Any]) -> DeadLetterFilter:
