@@ -69,6 +69,8 @@ def make_test_settings(**overrides) -> Settings:
         retry_min_backoff_seconds=0.1,
         retry_max_backoff_seconds=0.5,
         idle_timeout_seconds=1.5,
+        # A run's claim on its task: renewed every 5/3 s, so a dead run's claim lapses fast.
+        claim_seconds=5,
         worker_concurrency=8,
         pubsub_emulator_host=os.environ.get("PUBSUB_EMULATOR_HOST"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST"),

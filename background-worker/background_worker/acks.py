@@ -148,36 +148,50 @@ class Settler:
         return len(ids)
 
     def _send_loop(self) -> None:
-        close_deadline = None
+        close_deadline: float | None = None
         while True:
-            with self._lock:
-                if not self._closed:
-                    self._wake.wait(self.FLUSH_SECONDS)
-                elif close_deadline is None:
-                    close_deadline = time.monotonic() + self._close_timeout
-                if time.monotonic() < self._resend_after and not self._closed:
-                    continue
-                acks, self._acks = self._acks, []
-                returns, self._returns = self._returns, {}
-                self._sending.update(acks)
-                closed = self._closed
-            failed = self._send(acks, returns)
-            with self._lock:
-                self._sending.difference_update(acks)
-                if failed:
-                    self.send_failures += 1
-                    self._acks = failed[0] + self._acks
-                    for ack_id, seconds in failed[1].items():
-                        self._returns.setdefault(ack_id, seconds)
-                    self._resend_after = time.monotonic() + self._resend_delay
-                    self._resend_delay = min(self._resend_delay * 2, self.RESEND_MAX_SECONDS)
-                else:
-                    self._resend_delay = self.RESEND_MIN_SECONDS
-                nothing_left = not self._acks and not self._returns
-            if closed and (nothing_left or time.monotonic() >= close_deadline):
+            try:
+                done, close_deadline = self._send_round(close_deadline)
+            except Exception:  # a bug here must not end the thread: acks would stop for good
+                log.exception("settler round failed")
+                done = False
+                time.sleep(self.RESEND_MIN_SECONDS)
+            if done:
                 return
-            if closed and failed:
-                time.sleep(min(self._resend_delay, 1.0))
+
+    def _send_round(self, close_deadline: float | None) -> tuple[bool, float | None]:
+        """Send what is queued once; (whether the thread may end, the close deadline)."""
+        with self._lock:
+            if not self._closed:
+                self._wake.wait(self.FLUSH_SECONDS)
+            closed = self._closed
+            if closed and close_deadline is None:
+                close_deadline = time.monotonic() + self._close_timeout
+            if not closed and time.monotonic() < self._resend_after:
+                return False, close_deadline
+            acks, self._acks = self._acks, []
+            returns, self._returns = self._returns, {}
+            self._sending.update(acks)
+        failed = self._send(acks, returns)
+        with self._lock:
+            self._sending.difference_update(acks)
+            if failed:
+                self.send_failures += 1
+                self._acks = failed[0] + self._acks
+                for ack_id, seconds in failed[1].items():
+                    self._returns.setdefault(ack_id, seconds)
+                self._resend_after = time.monotonic() + self._resend_delay
+                self._resend_delay = min(self._resend_delay * 2, self.RESEND_MAX_SECONDS)
+            else:
+                self._resend_delay = self.RESEND_MIN_SECONDS
+            nothing_left = not self._acks and not self._returns
+        if not closed:
+            return False, close_deadline
+        if nothing_left or time.monotonic() >= close_deadline:
+            return True, close_deadline
+        if failed:
+            time.sleep(min(self._resend_delay, 1.0, max(0.0, close_deadline - time.monotonic())))
+        return False, close_deadline
 
     def _send(
         self, acks: list[str], returns: dict[str, int]

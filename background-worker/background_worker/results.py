@@ -108,7 +108,7 @@ class Recorder:
                 ),
             )
             if done.written:
-                self._discard_older_runs(done.record, result.run_id)
+                self._discard_older_runs(done.record, result.run_id, message.delivery_attempt)
                 self.settler.ack(message.ack_id)
                 return Outcome.SUCCEEDED
             reason = done.refusal.reason
@@ -122,9 +122,11 @@ class Recorder:
             self.settler.ack(message.ack_id)
             return Outcome.DUPLICATE
 
-    def _discard_older_runs(self, record: TaskStatus, run_id: str) -> None:
-        if record.attempts <= 1 and not record.interruptions:
-            return  # the only run there ever was: nothing to clean up
+    def _discard_older_runs(self, record: TaskStatus, run_id: str, delivery_attempt) -> None:
+        # A run that died before claiming the task left no trace in the record, but its
+        # message came back: a first delivery of a first attempt is the only run there was.
+        if record.attempts <= 1 and not record.interruptions and (delivery_attempt or 1) <= 1:
+            return
         try:
             discard_other_runs(self.bucket, record.task_id, run_id, retry=self.storage_retry)
         except Exception as exc:  # best effort: leftovers are never named by the record

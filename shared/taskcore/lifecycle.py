@@ -290,7 +290,8 @@ def exhausted_by_pubsub(now: datetime, delivery_count: int):
         error = ErrorInfo(
             type="delivery_attempts_exhausted",
             message=(
-                f"Pub/Sub dead-lettered the message after {delivery_count} deliveries"
+                f"delivery attempts exhausted ({delivery_count} deliveries; Pub/Sub "
+                "dead-lettered the message itself)"
                 + (f"; last error: {last.type}: {last.message}" if last else "")
             ),
             at=now,

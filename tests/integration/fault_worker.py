@@ -2,6 +2,7 @@
 
 FAULT_SCENARIO picks where it hangs (so the test can SIGKILL it exactly there):
 - hang_before_write: inside the handler, before any output is written;
+- write_one_output_then_hang: file_processing writes its first output, then hangs;
 - hang_before_ack: after outputs and status are durable, just before the ack.
 On reaching the point it creates FAULT_SIGNAL_FILE, then blocks until killed.
 """
@@ -28,6 +29,21 @@ def main() -> int:
     registry = builtin_registry()
     if scenario == "hang_before_write":
         registry = registry.with_handlers(data_transformation=lambda ctx, payload: _reached())
+    elif scenario == "write_one_output_then_hang":
+        real = registry.get("file_processing").handler
+
+        def write_one_then_hang(ctx, payload):
+            write = ctx.outputs.write
+
+            def write_then_hang(name, data, content_type):
+                uri = write(name, data, content_type)
+                _reached()
+                return uri
+
+            ctx.outputs.write = write_then_hang
+            real(ctx, payload)
+
+        registry = registry.with_handlers(file_processing=write_one_then_hang)
     elif scenario == "hang_before_ack":
         original_ack = Settler.ack
 

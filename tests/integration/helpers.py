@@ -28,6 +28,14 @@ def publish_tasks(settings: Settings, specs: list[tuple[str, dict]]) -> list[str
         publisher.close()
 
 
+def publish_envelope_with(settings: Settings, attributes: dict[str, str]) -> str:
+    """Publish a valid data_transformation task with extra attributes; its task id."""
+    envelope, _ = build_envelope(builtin_registry(), "data_transformation", {"dataset_size": 3})
+    data, base = envelope.to_message()
+    publish_raw(settings, data, **{**base, **attributes})
+    return envelope.task_id
+
+
 def publish_raw(settings: Settings, data: bytes, **attributes: str) -> str:
     """Publish arbitrary bytes to the task topic (for poison-message tests)."""
     publisher = Publisher(settings)

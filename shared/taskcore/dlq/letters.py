@@ -18,11 +18,10 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from google.api_core import exceptions as gexc
-
 from taskcore.deadletter import describe_dead_letter
 from taskcore.envelope import peek_task_fields
-from taskcore.status import StatusStore, TaskStatus
+from taskcore.lifecycle import exhausted_by_pubsub
+from taskcore.status import ENDED, StatusStore, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,8 @@ class DeadLetter:
         if self.by_worker:
             return self.reason["error_message"] or ""
         last = self.status.last_error if self.status else None
+        if last is not None and last.type == "delivery_attempts_exhausted":
+            return last.message  # the reconciled record says it all, last real error included
         if last is not None and last.message:
             return f"{PUBSUB_EXHAUSTED}; last error: {last.type}: {last.message}"
         return PUBSUB_EXHAUSTED
@@ -275,7 +276,13 @@ def select(
 
 
 def attach_status(letters: Iterable[DeadLetter], store: StatusStore, *, threads: int = 16) -> None:
-    """Read the status record of each dead letter Pub/Sub dead-lettered (its last error)."""
+    """Read the status record of each dead letter Pub/Sub dead-lettered (its last error).
+
+    Such a task's record may still say running or retrying: Pub/Sub forwarded the message after
+    its deliveries ran out (a crash loop, leases that kept expiring), and no worker saw it end.
+    The first scan that finds the letter reconciles the record to dead_lettered, conditionally,
+    so a record that moved on meanwhile is left alone.
+    """
     wanted = [letter for letter in letters if not letter.by_worker and letter.status is None]
     if not wanted:
         return
@@ -283,7 +290,13 @@ def attach_status(letters: Iterable[DeadLetter], store: StatusStore, *, threads:
     def fetch(letter: DeadLetter) -> None:
         try:
             letter.status = store.get(letter.task_id)
-        except (gexc.GoogleAPICallError, ValueError) as exc:
+            if letter.status is not None and letter.status.state not in ENDED:
+                result = store.transition(
+                    letter.task_id,
+                    exhausted_by_pubsub(datetime.now(UTC), letter.reason["delivery_attempt"] or 0),
+                )
+                letter.status = result.record
+        except Exception as exc:  # a record that cannot be read or reconciled now: next scan
             log.warning("status of %s not read: %s", letter.task_id, exc)
 
     with ThreadPoolExecutor(min(threads, len(wanted)), thread_name_prefix="dlq-status") as pool:

@@ -49,8 +49,12 @@ def run_purge(
             if archive:
                 # Written (create-only) before any ack: if it fails, nothing is purged.
                 result.archive = write_archive(bucket, chosen)
-            scan.ack(chosen)
-            result.done = len(chosen)
+            not_acked = scan.ack(chosen)
+            result.done = len(chosen) - len(not_acked)
+            result.failed.extend(
+                {"task_id": letter.task_id, "message_id": letter.message_id, "error": "ack failed"}
+                for letter in not_acked
+            )
     finally:
         result.seconds = round(time.monotonic() - started, 3)
     record_audit(bucket, actor, result, limit=limit, archive=archive)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1, storage
 
 from taskcore.deadletter import ERROR_ATTRIBUTES, PUBSUB_DEAD_LETTER_PREFIX
@@ -180,6 +179,7 @@ class _AckBatcher:
         self._lock = threading.Lock()
         self._last = time.monotonic()
         self.failed = 0
+        self.errors: list[str] = []
 
     def add(self, letter: DeadLetter) -> None:
         with self._lock:
@@ -191,18 +191,22 @@ class _AckBatcher:
             self.flush()
 
     def flush(self) -> None:
+        """Ack what is pending; never raises (scan.ack retries, and reports what it could not)."""
         with self._lock:
             batch, self._pending = self._pending, []
             self._last = time.monotonic()
         if not batch:
             return
         try:
-            self.scan.ack(batch)
-        except gexc.GoogleAPICallError as exc:
-            # The replays are published; these dead letters come back when their leases end
-            # and a later replay of them is a duplicate the worker recognises.
-            self.failed += len(batch)
-            log.warning("ack of %d replayed dead letters failed: %s", len(batch), exc)
+            failed = len(self.scan.ack(batch))
+        except Exception as exc:  # a bug, not an outage: still, never lose the counts
+            log.exception("ack of %d replayed dead letters failed", len(batch))
+            failed = len(batch)
+            self.errors.append(str(exc))
+        if failed:
+            # The replays are published; these dead letters stay in the DLQ, and a later
+            # replay of them is a duplicate the worker recognises (same task, same life).
+            self.failed += failed
 
 
 def publish_replays(

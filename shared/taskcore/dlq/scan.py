@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # Ack and modack requests carry at most this many ids (well inside Pub/Sub's 512 KB cap).
 MAX_IDS_PER_CALL = 1000
+# How long one ack call is retried, whatever it fails with, before its letters are given up on.
+ACK_PATIENCE_SECONDS = 30.0
 _RETRY = api_retry.Retry(
     initial=0.1,
     maximum=2.0,
@@ -134,25 +136,55 @@ class DlqScan:
             self._keeper.start()
 
     def _keep_leases(self) -> None:
-        # Renew well before expiry: a third of the lease leaves two tries if one call fails.
-        while not self._stop.wait(self.lease_seconds / 3):
-            with self._lock:
-                ack_ids = [letter.ack_id for letter in self._held.values()]
-            self._modify(ack_ids, self.lease_seconds)
+        # Renew well before expiry: a third of the lease leaves two tries if one call fails;
+        # a failed round is tried again within a second. Nothing ends this thread but stop.
+        wait = self.lease_seconds / 3
+        while not self._stop.wait(wait):
+            try:
+                with self._lock:
+                    ack_ids = [letter.ack_id for letter in self._held.values()]
+                renewed = self._modify(ack_ids, self.lease_seconds)
+            except Exception:
+                log.exception("DLQ lease renewal round failed")
+                renewed = False
+            wait = self.lease_seconds / 3 if renewed else 1.0
 
-    def ack(self, letters: Iterable[DeadLetter]) -> int:
-        """Remove these dead letters from the DLQ; returns how many acks were sent."""
-        ack_ids = self._release_hold(letters)
-        for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
-            self.subscriber.acknowledge(
-                request={
-                    "subscription": self.subscription,
-                    "ack_ids": ack_ids[start : start + MAX_IDS_PER_CALL],
-                },
-                retry=_RETRY,
-                timeout=30.0,
-            )
-        return len(ack_ids)
+    def ack(self, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+        """Remove these dead letters from the DLQ; returns those that could not be acked.
+
+        Each call is retried for up to ACK_PATIENCE_SECONDS, whatever it fails with. A letter
+        whose ack never got through stays held, and is handed back to the DLQ on close.
+        """
+        letters = list(letters)
+        self._release_hold(letters)
+        failed: list[DeadLetter] = []
+        for start in range(0, len(letters), MAX_IDS_PER_CALL):
+            chunk = letters[start : start + MAX_IDS_PER_CALL]
+            if not self._acknowledge([letter.ack_id for letter in chunk]):
+                failed.extend(chunk)
+        if failed:
+            with self._lock:
+                for letter in failed:
+                    self._held[letter.message_id] = letter
+        return failed
+
+    def _acknowledge(self, ack_ids: list[str]) -> bool:
+        deadline = time.monotonic() + ACK_PATIENCE_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                self.subscriber.acknowledge(
+                    request={"subscription": self.subscription, "ack_ids": ack_ids},
+                    retry=_RETRY,
+                    timeout=10.0,
+                )
+                return True
+            except Exception as exc:  # RetryError included: it is no GoogleAPICallError
+                if time.monotonic() + delay >= deadline:
+                    log.warning("ack of %d dead letters failed: %s", len(ack_ids), exc)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def release(self, letters: Iterable[DeadLetter] | None = None) -> int:
         """Give these (default: all still held) back to the DLQ at once, untouched."""
@@ -171,7 +203,9 @@ class DlqScan:
                 if letter.message_id in self._held
             ]
 
-    def _modify(self, ack_ids: list[str], seconds: int) -> None:
+    def _modify(self, ack_ids: list[str], seconds: int) -> bool:
+        """Set the ack deadline of these messages; False if any call failed."""
+        sent = True
         for start in range(0, len(ack_ids), MAX_IDS_PER_CALL):
             try:
                 self.subscriber.modify_ack_deadline(
@@ -183,10 +217,12 @@ class DlqScan:
                     retry=_RETRY,
                     timeout=30.0,
                 )
-            except gexc.GoogleAPICallError as exc:
+            except Exception as exc:
                 # Not fatal either way: a missed extension means a redelivery the dedupe
                 # absorbs, a missed release means the message returns when its lease ends.
                 log.warning("modify_ack_deadline(%ds) failed: %s", seconds, exc)
+                sent = False
+        return sent
 
     @property
     def held(self) -> int:
