@@ -225,6 +225,18 @@ CALLS: Mapping[str, frozenset[Call]] = {
     ),
 }
 
+# Calls the client libraries make on their own that the roles deliberately do not allow:
+# the library expects the 403 and carries on. test_permission_traffic.py checks the library
+# still does, so an upgrade that starts to depend on the answer fails there.
+TOLERATED_DENIALS: Mapping[str, str] = {
+    "storage.buckets.get": (
+        "google-cloud-storage's trace-span metadata cache (_bucket_metadata_cache) reads the "
+        "bucket once per client in a background thread, and checks it still exists after a "
+        "404; on 403 it caches a fallback. Granting storage.buckets.get would only enrich "
+        "trace attributes. DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA=true stops the call."
+    ),
+}
+
 # --- naming the resources a request touches ------------------------------------------------
 
 # The env vars that name a Pub/Sub resource or the bucket to the code, by the path segment

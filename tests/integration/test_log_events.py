@@ -9,11 +9,6 @@ each must select exactly the lines it was written for, with the fields it extrac
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from taskcore.bootstrap import bootstrap
@@ -32,10 +27,9 @@ from tests.infra.log_queries import (
     parse_query,
 )
 from tests.integration.helpers import publish_tasks, upload
+from tests.integration.worker_process import run_worker_execution
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +53,7 @@ def execution(pubsub_emulator, gcs_emulator, tf, artifacts_dir):
         ],
     )
     settings = pipeline.replace(task_timeout_seconds=1, run_budget_seconds=30)
-    run = subprocess.run(
-        [sys.executable, "-m", "taskctl", "worker"],
-        env={**os.environ, **settings.as_environ(), "PYTHONUNBUFFERED": "1"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,  # kills the worker if it hangs
-        check=False,
-    )
-    (artifacts_dir / "log-events-worker.log").write_text(run.stdout + run.stderr)
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = run_worker_execution(settings, artifacts_dir / "log-events-worker.log")
     resource = {"type": "cloud_run_job", "labels": {"job_name": tf.default("worker_job_name")}}
     entries = [entry_from_line(line, resource) for line in json_lines(run.stdout)]
     assert entries, f"the worker wrote no JSON lines:\n{run.stdout}{run.stderr}"
