@@ -7,6 +7,7 @@ compose file with PyYAML, and the tests assert on the wiring they describe.
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,15 @@ def setting_default(env_var: str) -> Any:
 def required_cloud_env(scope: str) -> set[str]:
     """What the code of `scope` reads and Terraform must set: its settings minus the platform's."""
     return set(env_var_names(scope)) - PLATFORM_PROVIDED[scope]
+
+
+def run_terraform(directory: Path, *args: str) -> str:
+    """Run the terraform CLI in directory (a configuration needing no provider); its stdout."""
+    run = subprocess.run(
+        ["terraform", *args], cwd=directory, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, f"terraform {' '.join(args)}:\n{run.stdout}{run.stderr}"
+    return run.stdout
 
 
 def expression(value: Any) -> str | None:

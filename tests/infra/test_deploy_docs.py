@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import click
@@ -31,6 +30,7 @@ from infra_contract import (
     INFRA,
     Terraform,
     resource_refs,
+    run_terraform,
     runtime_container,
     setting_default,
     var_refs,
@@ -67,20 +67,9 @@ def rendered_next_steps(tmp_path: Path, api_secret_env: str | None = None) -> st
     args = ["-var", "project_id=my-project"]
     if api_secret_env is not None:
         args += ["-var", f"api_secret_env={api_secret_env}"]
-    for step in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false", *args]):
-        run = subprocess.run(
-            ["terraform", *step], cwd=tmp_path, capture_output=True, text=True, timeout=120
-        )
-        assert run.returncode == 0, run.stdout + run.stderr
-    out = subprocess.run(
-        ["terraform", "output", "-raw", "next_steps"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return out.stdout
+    run_terraform(tmp_path, "init", "-input=false")
+    run_terraform(tmp_path, "apply", "-auto-approve", "-input=false", *args)
+    return run_terraform(tmp_path, "output", "-raw", "next_steps")
 
 
 def scheduled_task_examples() -> list[tuple[str, str]]:

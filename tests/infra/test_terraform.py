@@ -20,6 +20,7 @@ from infra_contract import (
     local_refs,
     required_cloud_env,
     resource_refs,
+    run_terraform,
     runtime_container,
     setting_default,
     strings,
@@ -94,6 +95,16 @@ def test_terraform_fmt():
     assert result.returncode == 0, (
         f"run `terraform fmt -recursive infra/`:\n{result.stdout}{result.stderr}"
     )
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_variable_defaults_pass_their_own_validations(tmp_path):
+    """Terraform itself checks every default (and a tfvars null) against its validation."""
+    (tmp_path / "variables.tf").write_text((INFRA / "variables.tf").read_text())
+    run_terraform(tmp_path, "init", "-input=false")
+    run_terraform(tmp_path, "plan", "-input=false", "-var", "project_id=my-project")
+    (tmp_path / "terraform.tfvars").write_text("failed_attempts_alert_threshold = null\n")
+    run_terraform(tmp_path, "plan", "-input=false", "-var", "project_id=my-project")
 
 
 # --- references resolve (what `terraform validate` would catch first) -----------------------
