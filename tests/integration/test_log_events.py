@@ -1,15 +1,17 @@
-"""The worker's real log lines are what the metrics, alerts and documented queries read.
+"""The real log lines are what the metrics, alerts and documented queries read.
 
 One worker execution (`python -m taskctl worker`, as the Cloud Run job runs it) drains a
 success, a task that times out (retried) and a task whose input is missing (dead-lettered)
-from the emulators. Its stdout is read as Cloud Logging would store it, and every log-based
-metric of infra/monitoring.tf and every documented worker query is run on those entries:
-each must select exactly the lines it was written for, with the fields it extracts.
+from the emulators; the API (gunicorn) accepts a task. Their stdout is read as Cloud Logging
+would store it, and every log-based metric of infra/monitoring.tf and every documented query
+is run on those entries: each must select exactly the lines it was written for, with the
+fields it extracts.
 """
 
 from __future__ import annotations
 
 import pytest
+import requests
 
 from taskcore.bootstrap import bootstrap
 from taskcore.events import EVENT_FIELDS, FAILURE_EVENTS, Event
@@ -26,6 +28,7 @@ from tests.infra.log_queries import (
     lookup,
     parse_query,
 )
+from tests.integration.api_process import running_api
 from tests.integration.helpers import publish_tasks, upload
 from tests.integration.worker_process import run_worker_execution
 
@@ -38,15 +41,22 @@ def tf() -> Terraform:
 
 
 @pytest.fixture(scope="module")
-def execution(pubsub_emulator, gcs_emulator, tf, artifacts_dir):
-    """Run one worker execution on three tasks; its log entries and the tasks' ids."""
+def logs(pubsub_emulator, gcs_emulator, tf, artifacts_dir):
+    """The API accepts one task, then one worker execution runs it and two others.
+
+    Returns the worker's entries, the API's entries, and the tasks' ids by outcome.
+    """
     pipeline = make_test_settings()
     bootstrap(pipeline)
+    with running_api(pipeline, artifacts_dir) as api:
+        task = {"task_type": "data_transformation", "dataset_size": 10}
+        response = requests.post(f"{api.url}/submit-task", json=task, timeout=30)
+        assert response.status_code == 202, response.text
+    succeeded = response.json()["task_id"]
     upload(pipeline, "report.txt", b"hello\n")
-    succeeded, timed_out, missing = publish_tasks(
+    timed_out, missing = publish_tasks(
         pipeline,
         [
-            ("data_transformation", {"dataset_size": 10, "transformation": "aggregate"}),
             # Sleeps past TASK_TIMEOUT_SECONDS below: a transient failure, retried.
             ("file_processing", {"filename": "report.txt", "processing_time": 5}),
             ("file_processing", {"filename": "absent.txt"}),
@@ -54,10 +64,23 @@ def execution(pubsub_emulator, gcs_emulator, tf, artifacts_dir):
     )
     settings = pipeline.replace(task_timeout_seconds=1, run_budget_seconds=30)
     run = run_worker_execution(settings, artifacts_dir / "log-events-worker.log")
-    resource = {"type": "cloud_run_job", "labels": {"job_name": tf.default("worker_job_name")}}
-    entries = [entry_from_line(line, resource) for line in json_lines(run.stdout)]
-    assert entries, f"the worker wrote no JSON lines:\n{run.stdout}{run.stderr}"
-    return entries, {"succeeded": succeeded, "timed_out": timed_out, "missing": missing}
+    worker = {"type": "cloud_run_job", "labels": {"job_name": tf.default("worker_job_name")}}
+    service = {
+        "type": "cloud_run_revision",
+        "labels": {"service_name": tf.default("api_service_name")},
+    }
+    worker_entries = [entry_from_line(line, worker) for line in json_lines(run.stdout)]
+    api_entries = [entry_from_line(line, service) for line in json_lines(api.log())]
+    assert worker_entries and api_entries, "no JSON log lines"
+    ids = {"succeeded": succeeded, "timed_out": timed_out, "missing": missing}
+    return worker_entries, api_entries, ids
+
+
+@pytest.fixture(scope="module")
+def execution(logs):
+    """The worker's entries and the tasks' ids."""
+    worker_entries, _, ids = logs
+    return worker_entries, ids
 
 
 def events_of(entries) -> list[str]:
@@ -88,11 +111,6 @@ def test_each_outcome_is_one_line_with_its_event_and_fields(execution):
     (dead,) = [p for p in outcome(entries, ids["missing"]) if "event" in p]
     assert dead["event"] == Event.TASK_DEAD_LETTERED and dead["error_type"] == "missing_input"
     assert [e for e in events_of(entries) if e == Event.EXECUTION_SUMMARY], "no summary line"
-    # Cloud Logging keeps severity out of jsonPayload: a failure is a warning, not an error.
-    severities = {
-        p["event"]: e["severity"] for e in entries if (p := e["jsonPayload"]).get("event")
-    }
-    assert severities[Event.TASK_RETRIED] == "WARNING"
 
 
 @pytest.mark.parametrize("name", sorted(METRIC_EVENTS))
@@ -117,21 +135,31 @@ def test_log_metric_counts_exactly_its_lines(execution, tf, name):
             assert found and isinstance(value, int | float), f"{name}: no value in {entry}"
 
 
-def test_documented_worker_queries_find_the_lines_they_promise(execution, tf):
-    entries, ids = execution
+def test_api_accepts_a_task_in_one_line_with_its_fields(logs):
+    _, api_entries, ids = logs
+    (accepted,) = [e["jsonPayload"] for e in api_entries if e["jsonPayload"].get("event")]
+    assert accepted["event"] == Event.TASK_ACCEPTED and accepted["task_id"] == ids["succeeded"]
+    assert EVENT_FIELDS[Event.TASK_ACCEPTED] <= set(accepted), accepted
+
+
+def test_documented_queries_find_the_lines_they_promise(logs, tf):
+    worker_entries, api_entries, ids = logs
+    entries = worker_entries + api_entries
     checked = 0
     for documented in documented_queries([*DOCUMENTS, *sorted(INFRA.glob("*.tf"))]):
         text = tf.interpolate(documented.query).replace("<task_id>", ids["succeeded"])
         query = parse_query(text)
-        if "cloud_run_revision" in text:
-            continue  # the API's lines: not written by this execution
         matched = [e for e in entries if query.matches(e)]
-        assert matched, f"{documented} matches none of the worker's lines"
+        assert matched, f"{documented} matches none of the lines"
         wanted = event_values(query)
         if wanted:
             assert set(events_of(matched)) == wanted, f"{documented} matched {events_of(matched)}"
+        if "<task_id>" in documented.query:
+            # "One task, across the API and the worker."
+            sources = {e["resource"]["type"] for e in matched}
+            assert sources == {"cloud_run_job", "cloud_run_revision"}, sources
         checked += 1
-    assert checked >= 4, "the docs lost their worker queries"
+    assert checked >= 5, "the docs lost their log queries"
 
 
 def test_failure_queries_select_the_failure_events(execution, tf):
