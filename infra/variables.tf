@@ -375,7 +375,7 @@ variable "max_processing_time_seconds" {
 }
 
 variable "task_modules" {
-  description = "TASK_MODULES: modules (or packages) whose @task declarations the API and the worker load. Both images must contain them."
+  description = "TASK_MODULES: modules (or packages) whose @task declarations the API and the worker load. Both images must contain them; deploy the worker before the API when adding one (docs/deploy.md, step 10)."
   type        = list(string)
   default     = ["example_tasks"]
 }
