@@ -1,5 +1,7 @@
-# Identities and grants. Every grant is on one resource (topic, subscription, bucket, job),
-# never on the project.
+# Identities and grants. Every grant is on one resource (topic, subscription, bucket, job,
+# secret), never on the project. tests/infra/test_permissions.py maps every API call the API,
+# the worker and the scheduler make to its IAM permission and checks these grants cover it,
+# and that none is granted without a call that needs it.
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -100,6 +102,8 @@ resource "google_secret_manager_secret_iam_member" "api_secrets" {
 
 # --- the worker ------------------------------------------------------------------------------
 
+# Pull, acknowledge and extend leases. It grants no subscriptions.get: the worker reads the
+# ack deadline and attempt limit from its settings, never from the subscription.
 resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
   project      = var.project_id
   subscription = google_pubsub_subscription.worker.name
@@ -111,6 +115,16 @@ resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
 resource "google_pubsub_topic_iam_member" "worker_dlq_publisher" {
   project = var.project_id
   topic   = google_pubsub_topic.dlq.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.worker.member
+}
+
+# A task whose Pub/Sub delivery count nears max_delivery_attempts without having failed
+# (its deliveries were released, not run) goes back to the tasks topic as a fresh message,
+# so Pub/Sub's dead-letter policy does not take it.
+resource "google_pubsub_topic_iam_member" "worker_tasks_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.tasks.name
   role    = "roles/pubsub.publisher"
   member  = google_service_account.worker.member
 }

@@ -1,8 +1,10 @@
 # Log-based metrics from the worker's structured logs, and the alerts that matter.
 #
 # The worker writes one JSON line per record (google-cloud-logging StructuredLogHandler);
-# Cloud Logging stores them as jsonPayload with the fields message, event, task_id,
-# task_type, delivery_attempt, duration_ms and error_type.
+# Cloud Logging stores them as jsonPayload. Every message ends in one outcome line whose
+# `event` and fields are defined in shared/taskcore/events.py (Event, EVENT_FIELDS): the
+# filters below use only those values, and tests/infra and tests/integration/test_log_events.py
+# hold them to that module and to the worker's real lines.
 
 locals {
   worker_logs = "resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${var.worker_job_name}\""
@@ -41,8 +43,8 @@ resource "google_logging_metric" "tasks_succeeded" {
 resource "google_logging_metric" "tasks_failed" {
   project     = var.project_id
   name        = "task_pipeline/tasks_failed"
-  description = "Task attempts that failed (task_failed) or were dead-lettered (task_dead_lettered), by task type and error type."
-  filter      = "${local.worker_logs} AND (jsonPayload.event=\"task_failed\" OR jsonPayload.event=\"task_dead_lettered\")"
+  description = "Task attempts that failed: to be retried (task_retried) or given up and dead-lettered (task_dead_lettered), by task type and error type."
+  filter      = "${local.worker_logs} AND (jsonPayload.event=\"task_retried\" OR jsonPayload.event=\"task_dead_lettered\")"
 
   metric_descriptor {
     metric_kind = "DELTA"
@@ -62,7 +64,7 @@ resource "google_logging_metric" "tasks_failed" {
     labels {
       key         = "event"
       value_type  = "STRING"
-      description = "task_failed (will be retried) or task_dead_lettered (given up)."
+      description = "task_retried (will run again) or task_dead_lettered (given up)."
     }
   }
 
@@ -79,7 +81,7 @@ resource "google_logging_metric" "task_duration" {
   project     = var.project_id
   name        = "task_pipeline/task_duration_ms"
   description = "Duration of task attempts, by task type and outcome."
-  filter      = "${local.worker_logs} AND (jsonPayload.event=\"task_succeeded\" OR jsonPayload.event=\"task_failed\") AND jsonPayload.duration_ms>=0"
+  filter      = "${local.worker_logs} AND (jsonPayload.event=\"task_succeeded\" OR jsonPayload.event=\"task_retried\" OR jsonPayload.event=\"task_dead_lettered\") AND jsonPayload.duration_ms>=0"
 
   metric_descriptor {
     metric_kind = "DELTA"
@@ -94,7 +96,7 @@ resource "google_logging_metric" "task_duration" {
     labels {
       key         = "event"
       value_type  = "STRING"
-      description = "task_succeeded or task_failed."
+      description = "task_succeeded, task_retried or task_dead_lettered."
     }
   }
 
@@ -153,7 +155,7 @@ resource "google_monitoring_alert_policy" "dlq_backlog" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "Tasks failed for good and wait in `${google_pubsub_subscription.dlq.name}`. Inspect them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dlq.name} --limit 10` (no --auto-ack), fix the cause, then `taskctl dlq replay` (docs/deploy.md). Dead letters are kept ${var.dlq_retention_days} days."
+    content   = "Tasks failed for good and wait in `${google_pubsub_subscription.dlq.name}`. Inspect them with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.dlq.name} --limit 10` (no --auto-ack), fix the cause, then replay them: `taskctl dlq replay --all --dry-run`, then without `--dry-run`, or narrowed with `--task-type`, `--error` or `--since` (docs/deploy.md, dead letters). Dead letters are kept ${var.dlq_retention_days} days."
   }
 
   depends_on = [google_project_service.enabled]
@@ -214,6 +216,42 @@ resource "google_monitoring_alert_policy" "job_failures" {
   documentation {
     mime_type = "text/markdown"
     content   = "A worker execution exited non-zero (infrastructure unreachable) or hit its task timeout. Read its logs: `gcloud run jobs executions list --job ${var.worker_job_name} --region ${var.region}` (docs/deploy.md)."
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Failing attempts before anything reaches the DLQ: a retried task takes up to
+# max_delivery_attempts backoffs (tens of minutes) to be dead-lettered, and a broken
+# dependency fails every task meanwhile. Counts task_retried and task_dead_lettered lines.
+resource "google_monitoring_alert_policy" "task_failures" {
+  count = var.failed_attempts_alert_threshold == null ? 0 : 1
+
+  project               = var.project_id
+  display_name          = "Task pipeline: task attempts failing in ${var.worker_job_name}"
+  combiner              = "OR"
+  notification_channels = local.alert_channels
+
+  conditions {
+    display_name = "More than ${coalesce(var.failed_attempts_alert_threshold, 0)} failed attempts in 10 minutes"
+
+    condition_threshold {
+      filter          = "resource.type=\"cloud_run_job\" AND metric.type=\"logging.googleapis.com/user/${google_logging_metric.tasks_failed.name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.failed_attempts_alert_threshold
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "600s"
+        per_series_aligner   = "ALIGN_DELTA"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Task attempts are failing (retried or dead-lettered). See which types and errors: Metrics Explorer, `logging/user/${google_logging_metric.tasks_failed.name}` by `task_type` and `error_type`, or `gcloud logging read 'resource.type=\"cloud_run_job\" AND jsonPayload.event=(\"task_retried\" OR \"task_dead_lettered\")' --freshness 1h` (docs/deploy.md, logs)."
   }
 
   depends_on = [google_project_service.enabled]

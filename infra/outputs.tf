@@ -27,12 +27,36 @@ output "names" {
   }
 }
 
+locals {
+  # next_steps below, for the secrets api_secret_env actually wires.
+  api_key_secret   = lookup(var.api_secret_env, "API_KEYS", "")
+  admin_key_secret = lookup(var.api_secret_env, "ADMIN_API_KEYS", "")
+  fetch_api_key = (
+    local.api_key_secret == ""
+    ? "API_KEY=none  # API_KEYS is not in api_secret_env: the submit routes need no key"
+    : "API_KEY=$(gcloud secrets versions access latest --secret=${local.api_key_secret} --project ${var.project_id} | cut -d, -f1)"
+  )
+  open_dashboard = (
+    local.admin_key_secret == ""
+    ? "# The admin dashboard is off: ADMIN_API_KEYS is not in api_secret_env."
+    : join("\n", [
+      "# The admin dashboard: keep this running, open http://localhost:8081/admin and sign in",
+      "# with a key from the secret ${local.admin_key_secret}:",
+      "gcloud run services proxy ${google_cloud_run_v2_service.api.name} --region ${var.region} --project ${var.project_id} --port 8081",
+    ])
+  )
+}
+
 output "next_steps" {
-  description = "Commands to run next."
+  description = "Commands to run next (docs/deploy.md has them all, explained)."
   value       = <<-EOT
-    # Submit a task (an identity token of an account with run.invoker):
+    # An identity token (of an account with run.invoker on the API) and a submit key:
+    TOKEN=$(gcloud auth print-identity-token)
+    ${local.fetch_api_key}
+
+    # Submit a task:
     curl -X POST ${google_cloud_run_v2_service.api.uri}/submit-task \
-      -H "Authorization: Bearer $(gcloud auth print-identity-token)" \
+      -H "Authorization: Bearer $TOKEN" -H "X-API-Key: $API_KEY" \
       -H 'Content-Type: application/json' \
       -d '{"task_type":"data_transformation","transformation":"normalize","dataset_size":100}'
 
@@ -42,8 +66,12 @@ output "next_steps" {
     # Read the worker's logs:
     gcloud logging read 'resource.type="cloud_run_job" AND resource.labels.job_name="${google_cloud_run_v2_job.worker.name}"' --project ${var.project_id} --limit 50 --freshness 1h
 
-    # See and replay dead letters:
+    ${local.open_dashboard}
+
+    # See dead letters, then replay some (from a checkout of this repository, after make install):
     gcloud pubsub subscriptions pull ${google_pubsub_subscription.dlq.name} --project ${var.project_id} --limit 10
-    GOOGLE_CLOUD_PROJECT=${var.project_id} TOPIC_NAME=${google_pubsub_topic.tasks.name} SUBSCRIPTION_NAME=${google_pubsub_subscription.worker.name} DLQ_TOPIC_NAME=${google_pubsub_topic.dlq.name} DLQ_SUBSCRIPTION_NAME=${google_pubsub_subscription.dlq.name} BUCKET_NAME=${google_storage_bucket.tasks.name} taskctl dlq replay
+    export GOOGLE_CLOUD_PROJECT=${var.project_id} TOPIC_NAME=${google_pubsub_topic.tasks.name} SUBSCRIPTION_NAME=${google_pubsub_subscription.worker.name} DLQ_TOPIC_NAME=${google_pubsub_topic.dlq.name} DLQ_SUBSCRIPTION_NAME=${google_pubsub_subscription.dlq.name} BUCKET_NAME=${google_storage_bucket.tasks.name}
+    .venv/bin/taskctl dlq replay --all --dry-run
+    .venv/bin/taskctl dlq replay --all
   EOT
 }

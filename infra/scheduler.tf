@@ -32,8 +32,9 @@ resource "google_cloud_scheduler_job" "run_worker" {
 }
 
 # Typed tasks published straight to the topic (Cloud Scheduler's own service agent
-# publishes). The body has no task_id, so the worker keys the task by its content: every
-# run of one entry carries the same body, and so the same task_id.
+# publishes). The body has no task_id, so the worker keys the task by its Pub/Sub message id
+# (task_id "msg-<message_id>", shared/taskcore/envelope.py): each cron run is a new task,
+# and redeliveries of one run are the same task.
 resource "google_cloud_scheduler_job" "publish_task" {
   for_each = var.scheduled_tasks
 

@@ -10,7 +10,7 @@ resource "google_storage_bucket" "tasks" {
   public_access_prevention    = "enforced"
   force_destroy               = var.bucket_force_destroy
 
-  # Uploaded inputs are working copies; outputs and status records are kept.
+  # Uploaded inputs are working copies; outputs are kept.
   lifecycle_rule {
     condition {
       age            = var.uploads_retention_days
@@ -26,6 +26,18 @@ resource "google_storage_bucket" "tasks" {
     condition {
       age            = var.dlq_archive_retention_days
       matches_prefix = ["dlq-archive/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Status records are the task history; each update rewrites the object, so the age counts
+  # from a task's last state change.
+  lifecycle_rule {
+    condition {
+      age            = var.status_retention_days
+      matches_prefix = ["status/"]
     }
     action {
       type = "Delete"

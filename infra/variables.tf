@@ -157,6 +157,17 @@ variable "dlq_archive_retention_days" {
   default     = 90
 }
 
+variable "status_retention_days" {
+  description = "Status records (status/<task_id>.json: the task history GET /tasks/<id> and the dashboard read) are deleted this many days after their last update. They must outlive every copy of their message (7 days on the subscription, up to 31 in the DLQ): a redelivered or replayed task whose record is gone runs again."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.status_retention_days >= 31
+    error_message = "Keep status records at least 31 days, the longest a dead letter can wait for a replay."
+  }
+}
+
 variable "idempotency_retention_days" {
   description = "Idempotency-Key records under idempotency/ are deleted this many days after creation (the replay window)."
   type        = number
@@ -220,9 +231,9 @@ variable "max_upload_bytes" {
 }
 
 variable "api_workers" {
-  description = "API_WORKERS: gunicorn worker processes of one API instance (about one per vCPU)."
+  description = "API_WORKERS: gunicorn worker processes of one API instance (about one per vCPU; two keep a 1-vCPU instance serving while one process waits on Pub/Sub or Cloud Storage)."
   type        = number
-  default     = 1
+  default     = 2
 }
 
 variable "api_threads" {
@@ -375,7 +386,7 @@ variable "max_processing_time_seconds" {
 }
 
 variable "task_modules" {
-  description = "TASK_MODULES: modules (or packages) whose @task declarations the API and the worker load. Both images must contain them."
+  description = "TASK_MODULES: modules (or packages) whose @task declarations the API and the worker load. Both images must contain them; deploy the worker before the API when adding one (docs/deploy.md, step 10)."
   type        = list(string)
   default     = ["example_tasks"]
 }
@@ -420,8 +431,9 @@ variable "schedule_time_zone" {
 variable "scheduled_tasks" {
   description = <<-EOT
     Tasks published to the topic on a schedule by Cloud Scheduler, keyed by a short name:
-    { nightly-rollup = { schedule = "0 2 * * *", task_json = "{\"task_type\":\"data_transformation\",\"payload\":{\"transformation\":\"aggregate\"}}" } }.
-    task_json is the typed task the API would accept: {"task_type": ..., "payload": {...}}.
+    { nightly-rollup = { schedule = "0 2 * * *", task_json = "{\"task_type\":\"data_transformation\",\"transformation\":\"aggregate\",\"dataset_size\":1000}" } }.
+    task_json is the body POST /submit-task accepts: {"task_type": ..., and the type's fields beside it}.
+    Each run is a new task (its task_id is "msg-<Pub/Sub message id>").
   EOT
   type = map(object({
     schedule  = string
@@ -457,6 +469,17 @@ variable "oldest_unacked_alert_seconds" {
   description = "Alert when the oldest unacknowledged task on the worker subscription is older than this. Keep it above the worker schedule's period."
   type        = number
   default     = 1800
+}
+
+variable "failed_attempts_alert_threshold" {
+  description = "Alert when more task attempts than this fail (task_retried or task_dead_lettered) within 10 minutes; null turns the alert off."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.failed_attempts_alert_threshold == null ? true : var.failed_attempts_alert_threshold >= 0
+    error_message = "The threshold is a count of failed attempts: 0 or more (null turns the alert off)."
+  }
 }
 
 # --- safety --------------------------------------------------------------------------------

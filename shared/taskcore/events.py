@@ -1,14 +1,18 @@
 """The structured log events the pipeline emits: defined here, and only here.
 
-Each event is one JSON log line whose `event` field holds the value below. Log-based
-metrics, alerts and documented Cloud Logging queries filter on these values, and the infra
-tests check every such filter against this module, so a renamed event fails the tests
+Each event is one JSON log line whose `event` field holds the value below, plus the fields
+EVENT_FIELDS lists for it (Cloud Logging files them under `jsonPayload`). Log-based metrics,
+alerts and documented Cloud Logging queries filter on these values and extract these fields;
+the infra tests check every such filter and extractor against this module, and run the
+worker to check its real lines against it, so a renamed event or field fails the tests
 instead of silently blinding an alert.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 
 class Event(enum.StrEnum):
@@ -24,15 +28,16 @@ class Event(enum.StrEnum):
     # --- the worker: one line per message, naming its outcome --------------------------------
     TASK_SUCCEEDED = "task_succeeded"
     """Outputs and the succeeded record are written; the message is acked.
-    Fields: task_id, task_type, attempt, duration_ms."""
+    Fields: task_id, task_type, delivery_attempt, duration_ms."""
 
     TASK_RETRIED = "task_retried"
     """The run failed for a reason that may pass; it will run again after a backoff.
-    Fields: task_id, task_type, attempt, error_type, duration_ms."""
+    Fields: task_id, task_type, delivery_attempt, error_type, duration_ms."""
 
     TASK_DEAD_LETTERED = "task_dead_lettered"
     """The task failed for good (a permanent error, or its attempts are used up) and is in the
-    dead-letter topic with its reason. Fields: task_id, task_type, attempt, error_type."""
+    dead-letter topic with its reason. Fields: delivery_attempt, error_type, duration_ms, and
+    task_id, task_type whenever the message names them (a body that is not JSON does not)."""
 
     TASK_DUPLICATE = "task_duplicate"
     """A redelivery or duplicate of a task that already ended; acked without running."""
@@ -54,3 +59,28 @@ class Event(enum.StrEnum):
 
 # Outcomes that mean a task's run failed: the alerting metric counts these.
 FAILURE_EVENTS = (Event.TASK_RETRIED, Event.TASK_DEAD_LETTERED)
+
+# Outcomes of an attempt the worker made at a task, each with its duration_ms: the duration
+# metric's distribution is built from these.
+ATTEMPT_EVENTS = (Event.TASK_SUCCEEDED, *FAILURE_EVENTS)
+
+_TASK = frozenset({"task_id", "task_type", "delivery_attempt"})
+
+# The fields each event's line always carries besides `event`, `message` and `severity`
+# (worker lines also carry the Cloud Run execution fields). A metric may extract only these.
+EVENT_FIELDS: Mapping[Event, frozenset[str]] = MappingProxyType(
+    {
+        Event.TASK_ACCEPTED: frozenset({"task_id", "task_type", "message_id"}),
+        Event.ADMIN_SIGN_IN_FAILED: frozenset({"client", "reason"}),
+        Event.TASK_SUCCEEDED: _TASK | {"duration_ms"},
+        Event.TASK_RETRIED: _TASK | {"error_type", "duration_ms"},
+        Event.TASK_DEAD_LETTERED: frozenset({"delivery_attempt", "error_type", "duration_ms"}),
+        Event.TASK_DUPLICATE: frozenset({"task_id"}),
+        Event.TASK_CANCELLED: frozenset({"task_id"}),
+        Event.TASK_RELEASED: frozenset({"task_id"}),
+        Event.EXECUTION_SUMMARY: frozenset(
+            {"received", "processed", "failed", "dead_lettered", "stop_reason", "duration_seconds"}
+        ),
+        Event.EXECUTION_FAILED: frozenset(),
+    }
+)

@@ -7,13 +7,14 @@ compose file with PyYAML, and the tests assert on the wiring they describe.
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hcl2
 
-from taskcore.settings import env_var_names
+from taskcore.settings import Settings, env_var_names
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -32,9 +33,26 @@ _LOCAL = re.compile(r"\blocal\.([A-Za-z0-9_]+)")
 _EXPR = re.compile(r"^\$\{(.*)\}$", re.S)
 
 
+def setting_default(env_var: str) -> Any:
+    """The default of the setting that reads env_var (taskcore.settings)."""
+    for info in Settings.model_fields.values():
+        if info.alias == env_var:
+            return info.default
+    raise AssertionError(f"no setting reads {env_var}")
+
+
 def required_cloud_env(scope: str) -> set[str]:
     """What the code of `scope` reads and Terraform must set: its settings minus the platform's."""
     return set(env_var_names(scope)) - PLATFORM_PROVIDED[scope]
+
+
+def run_terraform(directory: Path, *args: str) -> str:
+    """Run the terraform CLI in directory (a configuration needing no provider); its stdout."""
+    run = subprocess.run(
+        ["terraform", *args], cwd=directory, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, f"terraform {' '.join(args)}:\n{run.stdout}{run.stderr}"
+    return run.stdout
 
 
 def expression(value: Any) -> str | None:
@@ -139,6 +157,26 @@ class Terraform:
         assert isinstance(value, dict), f"{expr} is not a map literal (default) the tests can read"
         return value
 
+    def interpolate(self, text: str) -> str:
+        """text with ${var.X}, ${local.X} and ${google_T.N.name} replaced by their values.
+
+        Variables take their defaults; a resource's name is its `name` argument, itself
+        interpolated. Any other expression is an error: the tests only follow these.
+        """
+
+        def value(match: re.Match) -> str:
+            expr = match.group(1).strip()
+            if found := re.fullmatch(r"var\.([A-Za-z0-9_]+)", expr):
+                return str(self.default(found.group(1)))
+            if found := re.fullmatch(r"local\.([A-Za-z0-9_]+)", expr):
+                return self.interpolate(str(self.locals[found.group(1)]))
+            if found := re.fullmatch(r"(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)\.name", expr):
+                body = self.resources[(found.group(1), found.group(2))]
+                return self.interpolate(str(body["name"]))
+            raise AssertionError(f"cannot interpolate ${{{expr}}} in {text!r}")
+
+        return re.sub(r"\$\{([^}]*)\}", value, text)
+
     def container_env(self, container: dict) -> dict[str, tuple[str, Any]]:
         """Env of a Cloud Run container: name -> ("plain", value) or ("secret", secret_key_ref).
 
@@ -171,6 +209,62 @@ class Terraform:
                 for name, value in source.items():
                     add(name, "secret" if is_secret else "plain", value)
         return env
+
+
+def runtime_container(tf: Terraform, component: str) -> dict:
+    """The one container of the Cloud Run service ("api") or job ("worker")."""
+    if component == "api":
+        _, service = tf.one("google_cloud_run_v2_service")
+        return block(service, "template")["containers"][0]
+    _, job = tf.one("google_cloud_run_v2_job")
+    return block(job, "template", "template")["containers"][0]
+
+
+def runtime_account(tf: Terraform, component: str) -> str:
+    """Terraform name of the service account the API or the worker runs as."""
+    if component == "api":
+        _, service = tf.one("google_cloud_run_v2_service")
+        ref = block(service, "template")["service_account"]
+    else:
+        _, job = tf.one("google_cloud_run_v2_job")
+        ref = block(job, "template", "template")["service_account"]
+    (account,) = {n for t, n in resource_refs(ref) if t == "google_service_account"}
+    return account
+
+
+def grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
+    """Service account -> {(role, "type.name" of the resource granted on)}.
+
+    Grants looped over a variable's map (secrets) name the variable instead: "var.NAME".
+    """
+    targets = {
+        "google_pubsub_topic_iam_member": "topic",
+        "google_pubsub_subscription_iam_member": "subscription",
+        "google_storage_bucket_iam_member": "bucket",
+        "google_cloud_run_v2_job_iam_member": "name",
+        "google_cloud_run_v2_service_iam_member": "name",
+        "google_secret_manager_secret_iam_member": "secret_id",
+    }
+    grants: dict[str, set[tuple[str, str]]] = {}
+    for (rtype, _), body in tf.resources.items():
+        if rtype not in targets:
+            continue
+        accounts = {
+            n for t, n in resource_refs(body.get("member")) if t == "google_service_account"
+        }
+        if not accounts:
+            continue
+        target = body[targets[rtype]]
+        if expression(target) == "each.value" and isinstance(body.get("for_each"), dict):
+            refs = resource_refs(body["for_each"])
+        elif expression(target) == "each.value":
+            refs = {("var", v) for v in var_refs(body.get("for_each"))}
+        else:
+            refs = resource_refs(target)
+        for account in accounts:
+            for ref_type, ref_name in refs:
+                grants.setdefault(account, set()).add((body["role"], f"{ref_type}.{ref_name}"))
+    return grants
 
 
 def service_env(service: dict) -> dict[str, str]:

@@ -20,11 +20,14 @@ from infra_contract import (
     local_refs,
     required_cloud_env,
     resource_refs,
+    run_terraform,
+    runtime_container,
+    setting_default,
     strings,
     var_refs,
 )
 
-from taskcore.settings import Settings, env_var_names
+from taskcore.settings import env_var_names
 
 # Terraform variable -> the setting of the same meaning in shared/taskcore/settings.py.
 # Terraform configures these on the subscription; `taskctl bootstrap` does the same locally
@@ -41,25 +44,12 @@ PUBSUB_AGENT = re.compile(
 )
 
 
-def setting_default(alias: str):
-    for info in Settings.model_fields.values():
-        if info.alias == alias:
-            return info.default
-    raise AssertionError(f"no setting reads {alias}")
-
-
 def api_container(tf: Terraform) -> dict:
-    _, service = tf.one("google_cloud_run_v2_service")
-    containers = block(service, "template")["containers"]
-    assert len(containers) == 1, "the API service has one container"
-    return containers[0]
+    return runtime_container(tf, "api")
 
 
 def worker_container(tf: Terraform) -> dict:
-    _, job = tf.one("google_cloud_run_v2_job")
-    containers = block(job, "template", "template")["containers"]
-    assert len(containers) == 1, "the worker job has one container"
-    return containers[0]
+    return runtime_container(tf, "worker")
 
 
 def dead_letter_source(tf: Terraform) -> tuple[str, dict]:
@@ -105,6 +95,16 @@ def test_terraform_fmt():
     assert result.returncode == 0, (
         f"run `terraform fmt -recursive infra/`:\n{result.stdout}{result.stderr}"
     )
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_variable_defaults_pass_their_own_validations(tmp_path):
+    """Terraform itself checks every default (and a tfvars null) against its validation."""
+    (tmp_path / "variables.tf").write_text((INFRA / "variables.tf").read_text())
+    run_terraform(tmp_path, "init", "-input=false")
+    run_terraform(tmp_path, "plan", "-input=false", "-var", "project_id=my-project")
+    (tmp_path / "terraform.tfvars").write_text("failed_attempts_alert_threshold = null\n")
+    run_terraform(tmp_path, "plan", "-input=false", "-var", "project_id=my-project")
 
 
 # --- references resolve (what `terraform validate` would catch first) -----------------------
@@ -273,83 +273,6 @@ def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
         assert body.get("role") not in broad, f"{rtype}.{name} grants {body.get('role')}"
 
 
-def _grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
-    """service account -> {(role, target resource)} for every IAM member resource."""
-    targets = {
-        "google_pubsub_topic_iam_member": "topic",
-        "google_pubsub_subscription_iam_member": "subscription",
-        "google_storage_bucket_iam_member": "bucket",
-        "google_cloud_run_v2_job_iam_member": "name",
-        "google_cloud_run_v2_service_iam_member": "name",
-        "google_secret_manager_secret_iam_member": "secret_id",
-    }
-    grants: dict[str, set[tuple[str, str]]] = {}
-    for (rtype, _), body in tf.resources.items():
-        if rtype not in targets:
-            continue
-        accounts = {
-            n for t, n in resource_refs(body.get("member")) if t == "google_service_account"
-        }
-        if not accounts:
-            continue
-        target = body[targets[rtype]]
-        if expression(target) == "each.value" and isinstance(body.get("for_each"), dict):
-            refs = resource_refs(body["for_each"])
-        elif expression(target) == "each.value":
-            refs = {("var", v) for v in var_refs(body.get("for_each"))}
-        else:
-            refs = resource_refs(target)
-        for account in accounts:
-            for ref_type, ref_name in refs:
-                grants.setdefault(account, set()).add((body["role"], f"{ref_type}.{ref_name}"))
-    return grants
-
-
-def test_each_service_account_has_exactly_its_grants(tf: Terraform):
-    source_name, source = dead_letter_source(tf)
-    tasks_topic = only_ref(source["topic"], "google_pubsub_topic")
-    dlq_topic = only_ref(
-        block(source, "dead_letter_policy")["dead_letter_topic"], "google_pubsub_topic"
-    )
-    dlq_sub = next(n for n in tf.of_type("google_pubsub_subscription") if n != source_name)
-    bucket, _ = tf.one("google_storage_bucket")
-    job, _ = tf.one("google_cloud_run_v2_job")
-    _, service = tf.one("google_cloud_run_v2_service")
-    api = only_ref(block(service, "template")["service_account"], "google_service_account")
-    _, job_body = tf.one("google_cloud_run_v2_job")
-    worker = only_ref(
-        block(job_body, "template", "template")["service_account"], "google_service_account"
-    )
-    assert api != worker, "the API and the worker run as different service accounts"
-
-    objects = ("roles/storage.objectUser", f"google_storage_bucket.{bucket}")
-    expected = {
-        api: {
-            ("roles/pubsub.publisher", f"google_pubsub_topic.{tasks_topic}"),
-            # GET /ready checks the topic exists.
-            ("roles/pubsub.viewer", f"google_pubsub_topic.{tasks_topic}"),
-            objects,
-            # The admin dashboard's DLQ browse and replay.
-            ("roles/pubsub.subscriber", f"google_pubsub_subscription.{dlq_sub}"),
-            ("roles/pubsub.viewer", f"google_pubsub_subscription.{dlq_sub}"),
-            ("roles/pubsub.viewer", f"google_pubsub_subscription.{source_name}"),
-            ("roles/secretmanager.secretAccessor", "var.api_secret_env"),
-        },
-        worker: {
-            ("roles/pubsub.subscriber", f"google_pubsub_subscription.{source_name}"),
-            ("roles/pubsub.publisher", f"google_pubsub_topic.{dlq_topic}"),
-            objects,
-            ("roles/secretmanager.secretAccessor", "var.worker_secret_env"),
-        },
-    }
-    grants = _grants_by_account(tf)
-    for account, wanted in expected.items():
-        assert grants.get(account) == wanted, f"google_service_account.{account}"
-    scheduler = set(grants) - set(expected)
-    assert len(scheduler) == 1, f"unexpected service accounts with grants: {sorted(scheduler)}"
-    assert grants[scheduler.pop()] == {("roles/run.invoker", f"google_cloud_run_v2_job.{job}")}
-
-
 def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
     _, bucket = tf.one("google_storage_bucket")
     assert bucket["uniform_bucket_level_access"] is True
@@ -362,7 +285,25 @@ def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
         if block(rule, "action")["type"] == "Delete"
         for prefix in block(rule, "condition").get("matches_prefix", [])
     }
-    assert {"uploads/", "dlq-archive/", "idempotency/"} <= prefixes
+    assert {"uploads/", "dlq-archive/", "idempotency/", "status/"} <= prefixes
+
+
+def test_status_records_outlive_every_copy_of_their_message(tf: Terraform):
+    """A redelivered or replayed task whose status record was deleted would run again."""
+    _, bucket = tf.one("google_storage_bucket")
+    (rule,) = [
+        r
+        for r in bucket["lifecycle_rule"]
+        if block(r, "condition").get("matches_prefix") == ["status/"]
+    ]
+    assert var_refs(block(rule, "condition")["age"]) == {"status_retention_days"}
+    _, source = dead_letter_source(tf)
+    subscription_days = int(source["message_retention_duration"].rstrip("s")) / 86400
+    dlq_days = tf.variables["dlq_retention_days"]["validation"][0]["condition"]
+    assert "<= 31" in dlq_days, "the DLQ keeps dead letters at most 31 days"
+    assert tf.default("status_retention_days") >= max(subscription_days, 31)
+    condition = tf.variables["status_retention_days"]["validation"][0]["condition"]
+    assert ">= 31" in condition, "the variable refuses retentions shorter than the DLQ's"
 
 
 # --- the env contract between the code and Cloud Run -------------------------------------------
@@ -436,18 +377,6 @@ def test_worker_and_api_run_as_their_own_accounts(tf: Terraform):
 
 
 # --- observability -----------------------------------------------------------------------------
-
-
-def test_log_metrics_use_the_worker_log_fields(tf: Terraform):
-    metrics = tf.of_type("google_logging_metric")
-    events = set()
-    for name, metric in metrics.items():
-        events |= set(re.findall(r'jsonPayload\.event="(\w+)"', metric["filter"]))
-        extractors = metric.get("label_extractors", {})
-        assert extractors.get("task_type") == "EXTRACT(jsonPayload.task_type)", name
-    assert {"task_succeeded", "task_failed", "task_dead_lettered"} <= events
-    distributions = [m for m in metrics.values() if m.get("value_extractor")]
-    assert any(m["value_extractor"] == "EXTRACT(jsonPayload.duration_ms)" for m in distributions)
 
 
 def test_alerts_cover_dlq_backlog_oldest_unacked_and_job_failures(tf: Terraform):
