@@ -131,6 +131,19 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
     )
 
 
+def _skipped_and_new(result) -> str:
+    """The parts of a replay summary about skipped letters and replays that are new tasks."""
+    text = ""
+    if result.skipped:
+        text += (
+            f"; {len(result.skipped)} skipped (their task already succeeded; the stale dead "
+            "letters are removed)"
+        )
+    if result.new_tasks:
+        text += f"; {len(result.new_tasks)} run as new tasks (payload changed by --set)"
+    return text
+
+
 @dlq.command()
 @click.argument("task_id")
 def show(task_id: str) -> None:
@@ -243,8 +256,8 @@ def replay(
             for task_id in result.task_ids:
                 click.echo(task_id)
         summary = (
-            f"Dry run: would replay {result.selected} of {result.matched} matching "
-            f"({result.in_dlq} in the DLQ); nothing changed."
+            f"Dry run: would replay {len(result.task_ids)} of {result.matched} matching "
+            f"({result.in_dlq} in the DLQ); nothing changed." + _skipped_and_new(result)
         )
     elif result.cancelled:
         summary = "Cancelled; nothing changed."
@@ -253,6 +266,7 @@ def replay(
             f"Replayed {result.done} of {result.selected} to {settings.topic_name} "
             f"in {result.seconds:.1f}s; {len(result.failed)} failed; "
             f"{result.left_in_dlq} left in the DLQ"
+            + _skipped_and_new(result)
             + (" (interrupted)" if result.interrupted else "")
             + (f"; audit {result.audit}" if result.audit else "")
         )

@@ -280,6 +280,19 @@ def dead_letter_published(message_id: str):
     return change
 
 
+def replaced_by(new_task_id: str):
+    """A dead-lettered task was replayed with a changed payload, as the task new_task_id."""
+
+    def change(record: TaskStatus | None):
+        if record is None or record.state != TaskState.DEAD_LETTERED:
+            return None
+        if record.replayed_as == new_task_id:
+            return None
+        return record.model_copy(update={"replayed_as": new_task_id})
+
+    return change
+
+
 def exhausted_by_pubsub(now: datetime, delivery_count: int):
     """Pub/Sub dead-lettered the message on its own (its deliveries ran out): say so."""
 

@@ -162,7 +162,9 @@ class TaskStatus(BaseModel):
     execution: str | None = None
     message_id: str | None = None
     replay_count: int = 0
+    # A replay with a changed payload runs as a new task: the link both ways.
     replay_of: str | None = None
+    replayed_as: str | None = None
     revision: str = ""
 
     @field_validator("state", mode="before")

@@ -114,7 +114,10 @@ def test_replay_dry_run_then_replay_with_set_and_audit_by_key_id(admin, pipeline
     assert {p["body"]["payload"]["dataset_size"] for p in preview["preview"]} == {9}
     assert done["ok"] and done["done"] == 2 and done["left_in_dlq"] == 0
     replayed = pull_all(pipeline, pipeline.subscription_path)
-    assert sorted(m.message.attributes["task_id"] for m in replayed) == sorted(seeded[:2])
+    assert sorted(m.message.attributes["replay_of"] for m in replayed) == sorted(seeded[:2])
+    assert sorted(m.message.attributes["task_id"] for m in replayed) == sorted(
+        done["new_tasks"].values()
+    )
     assert dlq_task_ids(pipeline) == Counter(seeded[2:])
     (audit,) = audit_records(pipeline)
     expected_id = "key:" + hashlib.sha256(ADMIN_KEY.encode()).hexdigest()[:12]

@@ -97,22 +97,29 @@ def test_replay_with_set_fixes_payload_and_all_succeed(pipeline):
     )
 
     assert fix_input.exit_code == 0, fix_input.output
-    assert "Replayed 3 of 3" in fix_input.output
+    assert "Replayed 3 of 3" in fix_input.output and "3 run as new tasks" in fix_input.output
     assert fix_schema.exit_code == 0, fix_schema.output
     assert "Replayed 2 of 2" in fix_schema.output
     second = drain_subscription(pipeline, task_types=counting_registry(runs))
     assert second.outcomes["succeeded"] == 5 and second.outcomes["dead_lettered"] == 0
-    every = [*good, *missing, "raw-bad-1", *id_less]
-    for task_id in every:
-        status = status_of(pipeline, task_id)
-        assert status is not None and status.state == TaskState.SUCCEEDED, (task_id, status)
-        assert status.replay_count == (0 if task_id in good else 1)
-        assert outputs_of(pipeline, task_id), task_id
-    results = json.loads(outputs_of(pipeline, missing[0])["results.json"])
+    audits = audit_records(pipeline)
+    # A patched payload is another task: it runs under its own id, linked both ways.
+    replacements = {**audits[0]["new_tasks"], **audits[1]["new_tasks"]}
+    assert sorted(replacements) == sorted([*missing, "raw-bad-1", *id_less])
+    for original, replacement in replacements.items():
+        status = status_of(pipeline, replacement)
+        assert status.state == TaskState.SUCCEEDED and status.replay_of == original
+        assert outputs_of(pipeline, replacement), replacement
+        if original in missing or original == "raw-bad-1":
+            before = status_of(pipeline, original)
+            assert before.state == TaskState.DEAD_LETTERED and before.replayed_as == replacement
+    for task_id in good:
+        assert status_of(pipeline, task_id).state == TaskState.SUCCEEDED
+    results = json.loads(outputs_of(pipeline, replacements[missing[0]])["results.json"])
     assert results["input_records"] == 2 and results["source"].endswith("readings.jsonl")
     assert dlq_json(pipeline)["in_dlq"] == 0
-    assert runs == Counter({task_id: 1 for task_id in every}), "a task ran twice or never"
-    audits = audit_records(pipeline)
+    ran = [*good, *replacements.values()]
+    assert runs == Counter({task_id: 1 for task_id in ran}), "a task ran twice or never"
     assert [a["action"] for a in audits] == ["replay", "replay"]
     assert audits[0]["actor"] == {"kind": "os_user", "id": audits[0]["actor"]["id"]}
     assert audits[0]["actor"]["id"].startswith(getpass.getuser() + "@")
@@ -234,7 +241,9 @@ def test_dry_run_reports_the_selection_and_changes_nothing(pipeline):
         assert task_id in result.stdout
     previews = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {p["body"]["payload"]["dataset_size"] for p in previews} == {9}
-    assert all(p["attributes"]["replay_count"] == "1" for p in previews)
+    # A patched payload runs as a new task, linked to the original.
+    assert sorted(p["attributes"]["replay_of"] for p in previews) == sorted(seeded)
+    assert all(p["attributes"]["task_id"] == p["body"]["task_id"] for p in previews)
     assert dlq_task_ids(pipeline) == Counter(seeded)
     assert pull_all(pipeline, pipeline.subscription_path, wait=1.0) == []
     assert objects(pipeline, "audit/") == {}
@@ -326,7 +335,7 @@ def test_replay_asks_for_confirmation_and_needs_a_selection(pipeline):
     assert objects(pipeline, "audit/") == {}
 
 
-def test_replaying_a_task_that_already_succeeded_does_not_run_it_again(pipeline):
+def test_replaying_a_task_that_already_succeeded_is_skipped_and_says_so(pipeline):
     (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 4})])
     runs: Counter = Counter()
     drain_subscription(pipeline, task_types=counting_registry(runs))
@@ -337,9 +346,33 @@ def test_replaying_a_task_that_already_succeeded_does_not_run_it_again(pipeline)
     summary = drain_subscription(pipeline, task_types=counting_registry(runs))
 
     assert result.exit_code == 0, result.output
-    assert summary.outcomes["duplicate"] == 1
+    assert "Replayed 0 of 1" in result.output and "1 skipped" in result.output
+    assert summary.received == 0, "nothing was published"
     assert runs == Counter({task_id: 1})
-    assert dlq_json(pipeline)["in_dlq"] == 0
+    assert dlq_json(pipeline)["in_dlq"] == 0, "the stale dead letter is gone"
+    (audit,) = audit_records(pipeline)
+    assert audit["counts"]["skipped"] == 1 and audit["skipped"][0]["task_id"] == task_id
+
+
+def test_a_patched_replay_of_a_task_that_succeeded_runs_as_a_new_linked_task(pipeline):
+    (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 4})])
+    runs: Counter = Counter()
+    drain_subscription(pipeline, task_types=counting_registry(runs))
+    seed_pubsub_dead_letter(pipeline, {"dataset_size": 4}, task_id=task_id)
+
+    result = taskctl(
+        pipeline, "dlq", "replay", "--task-id", task_id, "--set", "dataset_size=9", "--yes"
+    )
+    summary = drain_subscription(pipeline, task_types=counting_registry(runs))
+
+    assert result.exit_code == 0, result.output
+    assert summary.outcomes["succeeded"] == 1, "the changed payload ran"
+    (audit,) = audit_records(pipeline)
+    new_id = audit["new_tasks"][task_id]
+    assert status_of(pipeline, new_id).replay_of == task_id
+    assert json.loads(outputs_of(pipeline, new_id)["results.json"])["input_records"] == 9
+    assert status_of(pipeline, task_id).state == TaskState.SUCCEEDED, "the original stands"
+    assert runs == Counter({task_id: 1, new_id: 1})
 
 
 def test_ctrl_c_stops_a_replay_and_leaves_the_unpublished_in_the_dlq(pipeline, tmp_path):

@@ -131,11 +131,36 @@ def test_prepare_refuses_a_patch_that_leaves_the_task_invalid():
     letters = [worker_letter()]
     registry = builtin_registry()
 
-    fixed, no_problems = prepare(letters, [("dataset_size", 4)], registry, NOW)
-    _, problems = prepare(letters, [("dataset_size", -4)], registry, NOW)
+    fixed = prepare(letters, [("dataset_size", 4)], registry, NOW)
+    refused = prepare(letters, [("dataset_size", -4)], registry, NOW)
 
-    assert no_problems == [] and json.loads(fixed[0].data)["payload"]["dataset_size"] == 4
-    assert problems[0]["task_id"] == "t1" and "dataset_size" in problems[0]["error"]
+    assert (
+        fixed.problems == [] and json.loads(fixed.prepared[0].data)["payload"]["dataset_size"] == 4
+    )
+    assert refused.problems[0]["task_id"] == "t1"
+    assert "dataset_size" in refused.problems[0]["error"]
+
+
+def test_a_patched_replay_runs_as_a_new_task_linked_to_the_original():
+    plan = prepare([worker_letter()], [("dataset_size", 4)], builtin_registry(), NOW)
+    (item,) = plan.prepared
+    again = prepare([worker_letter()], [("dataset_size", 4)], builtin_registry(), NOW).prepared[0]
+
+    assert item.new_task_id and item.new_task_id != "t1"
+    assert item.attributes["task_id"] == item.new_task_id and item.attributes["replay_of"] == "t1"
+    assert json.loads(item.data)["task_id"] == item.new_task_id
+    assert again.new_task_id == item.new_task_id, "the same replay, repeated, is one task"
+
+
+def test_a_plain_replay_of_a_task_that_succeeded_is_skipped_and_said_so():
+    letter = worker_letter()
+    letter.status = TaskStatus(task_id="t1", task_type="data_transformation", state="succeeded")
+
+    plain = prepare([letter], [], builtin_registry(), NOW)
+    patched = prepare([letter], [("dataset_size", 4)], builtin_registry(), NOW)
+
+    assert plain.prepared == [] and plain.skipped == [letter]
+    assert len(patched.prepared) == 1 and patched.skipped == []
 
 
 def test_rates_parse_and_pace_calls():

@@ -67,6 +67,10 @@ class OperationResult:
     selected: int = 0
     done: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
+    # Chosen but deliberately not replayed (their task already succeeded), with the reason.
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    # Replays that run as new tasks (a --set changed the payload): original → new task id.
+    new_tasks: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     cancelled: bool = False
     interrupted: bool = False
@@ -83,7 +87,9 @@ class OperationResult:
 
     @property
     def left_in_dlq(self) -> int:
-        return self.selected - self.done if not (self.dry_run or self.cancelled) else 0
+        if self.dry_run or self.cancelled:
+            return 0
+        return self.selected - self.done - len(self.skipped)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok, "left_in_dlq": self.left_in_dlq}
@@ -135,12 +141,15 @@ def record_audit(bucket: storage.Bucket, actor: Actor, result: OperationResult, 
             "selected": result.selected,
             "done": result.done,
             "failed": len(result.failed),
+            "skipped": len(result.skipped),
             "left_in_dlq": result.left_in_dlq,
         },
         "interrupted": result.interrupted,
         "archive": result.archive,
         "task_ids": result.task_ids[:AUDIT_MAX_TASK_IDS],
         "task_ids_truncated": len(result.task_ids) > AUDIT_MAX_TASK_IDS,
+        "skipped": result.skipped[:AUDIT_MAX_TASK_IDS],
+        "new_tasks": dict(list(result.new_tasks.items())[:AUDIT_MAX_TASK_IDS]),
     }
     try:
         result.audit = write_audit(bucket, record)

@@ -275,22 +275,28 @@ def select(
     return chosen[:limit] if limit else chosen
 
 
-def attach_status(letters: Iterable[DeadLetter], store: StatusStore, *, threads: int = 16) -> None:
-    """Read the status record of each dead letter Pub/Sub dead-lettered (its last error).
+def attach_status(
+    letters: Iterable[DeadLetter], store: StatusStore, *, every: bool = False, threads: int = 16
+) -> None:
+    """Read the status record of each dead letter Pub/Sub dead-lettered (its last error), or
+    of every dead letter with every=True.
 
     Such a task's record may still say running or retrying: Pub/Sub forwarded the message after
     its deliveries ran out (a crash loop, leases that kept expiring), and no worker saw it end.
     The first scan that finds the letter reconciles the record to dead_lettered, conditionally,
     so a record that moved on meanwhile is left alone.
     """
-    wanted = [letter for letter in letters if not letter.by_worker and letter.status is None]
+    wanted = [
+        letter for letter in letters if (every or not letter.by_worker) and letter.status is None
+    ]
     if not wanted:
         return
 
     def fetch(letter: DeadLetter) -> None:
         try:
             letter.status = store.get(letter.task_id)
-            if letter.status is not None and letter.status.state not in ENDED:
+            stuck = letter.status is not None and letter.status.state not in ENDED
+            if stuck and not letter.by_worker:
                 result = store.transition(
                     letter.task_id,
                     exhausted_by_pubsub(datetime.now(UTC), letter.reason["delivery_attempt"] or 0),

@@ -10,6 +10,7 @@ more, and whatever was not published stays in the DLQ.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -28,9 +29,10 @@ from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, attach_status, se
 from taskcore.dlq.scan import DlqScan
 from taskcore.envelope import parse_message
 from taskcore.errors import InvalidTaskError, TaskPipelineError
+from taskcore.lifecycle import replaced_by
 from taskcore.publishing import Publisher, check_attributes
 from taskcore.settings import Settings
-from taskcore.status import StatusStore
+from taskcore.status import StatusStore, TaskState
 from taskcore.tasks import TaskRegistry, load_task_modules
 
 log = logging.getLogger(__name__)
@@ -114,8 +116,21 @@ def replay_attributes(letter: DeadLetter, now: datetime) -> dict[str, str]:
     return kept
 
 
-def patch_body(data: bytes, sets: Sequence[tuple[str, Any]]) -> bytes:
-    """Set payload fields (dotted names reach into objects) in an envelope or flat body."""
+def replacement_task_id(letter: DeadLetter, sets: Sequence[tuple[str, Any]]) -> str:
+    """The task id a --set replay of this dead letter runs under.
+
+    A payload changed by --set is a different task: it gets its own id, record and outputs,
+    linked to the original by `replay_of`. The id derives from the dead letter and the patch,
+    so repeating the same replay (after a crash between publish and ack) is one task.
+    """
+    patch = json.dumps([list(item) for item in sets], sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{letter.message_id}\n{patch}".encode()).hexdigest()[:32]
+    return f"r{digest}"
+
+
+def patch_body(data: bytes, sets: Sequence[tuple[str, Any]], task_id: str | None = None) -> bytes:
+    """Set payload fields (dotted names reach into objects) in an envelope or flat body,
+    and the task id when one is given."""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -132,6 +147,8 @@ def patch_body(data: bytes, sets: Sequence[tuple[str, Any]]) -> bytes:
                 node[part] = {}
             node = node[part]
         node[leaf] = value
+    if task_id is not None:
+        body["task_id"] = task_id
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
@@ -142,6 +159,20 @@ class Prepared:
     letter: DeadLetter
     data: bytes
     attributes: dict[str, str]
+    # Set when the replay runs as a new task (its payload was changed).
+    new_task_id: str | None = None
+
+
+@dataclass
+class Plan:
+    """What a replay will do with each chosen dead letter."""
+
+    prepared: list[Prepared]
+    problems: list[dict[str, Any]]
+    skipped: list[DeadLetter]
+
+
+SKIPPED_BECAUSE = "its task already succeeded: this dead letter is stale (removed, not replayed)"
 
 
 def prepare(
@@ -149,25 +180,36 @@ def prepare(
     sets: Sequence[tuple[str, Any]],
     registry: TaskRegistry,
     now: datetime,
-) -> tuple[list[Prepared], list[dict[str, Any]]]:
-    """The messages to publish, and what is wrong with those a patch would make invalid."""
-    prepared, problems = [], []
+) -> Plan:
+    """The messages to publish, what a patch would make invalid, and what is not replayed.
+
+    A plain replay of a task whose record says succeeded is skipped: running it again would
+    only find it done. A replay with --set runs as a new task, whatever became of the original.
+    """
+    plan = Plan([], [], [])
     for letter in letters:
+        succeeded = letter.status is not None and letter.status.state == TaskState.SUCCEEDED
+        if succeeded and not sets:
+            plan.skipped.append(letter)
+            continue
         attributes = replay_attributes(letter, now)
+        new_task_id = None
         try:
             data = letter.data
             if sets:
-                data = patch_body(letter.data, sets)
+                new_task_id = replacement_task_id(letter, sets)
+                data = patch_body(letter.data, sets, task_id=new_task_id)
+                attributes.update(task_id=new_task_id, replay_of=letter.task_id, replay_count="0")
                 # The worker would dead-letter an invalid task at once: refuse it here instead.
                 parse_message(registry, data, attributes, message_id=letter.message_id)
             check_attributes(attributes)
         except InvalidTaskError as exc:
-            problems.append(
+            plan.problems.append(
                 {"task_id": letter.task_id, "message_id": letter.message_id, "error": str(exc)}
             )
             continue
-        prepared.append(Prepared(letter, data, attributes))
-    return prepared, problems
+        plan.prepared.append(Prepared(letter, data, attributes, new_task_id))
+    return plan
 
 
 class _AckBatcher:
@@ -249,6 +291,8 @@ def publish_replays(
         with lock:
             result.done += 1
             result.task_ids.append(item.letter.task_id)
+            if item.new_task_id:
+                result.new_tasks[item.letter.task_id] = item.new_task_id
             finished[0] += 1
 
     reported = 0
@@ -310,34 +354,68 @@ def run_replay(
     try:
         with DlqScan(settings, subscriber) as scan:
             letters = scan.scan()
-            attach_status(letters, StatusStore(bucket))
+            store = StatusStore(bucket)
+            attach_status(letters, store)
             matched = select(letters, flt)
             chosen = matched[:limit] if limit else matched
             result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
-            prepared, problems = prepare(
+            # Every chosen task's record: a task that succeeded meanwhile is not run again.
+            attach_status(chosen, store, every=True)
+            plan = prepare(
                 chosen,
                 sets,
                 registry if registry is not None else load_task_modules(settings.task_modules),
                 now(),
             )
-            if problems:
-                raise ReplayRefused(problems)
+            if plan.problems:
+                raise ReplayRefused(plan.problems)
+            result.skipped = [
+                {"task_id": s.task_id, "message_id": s.message_id, "reason": SKIPPED_BECAUSE}
+                for s in plan.skipped
+            ]
             if dry_run:
-                result.preview = [_preview(item) for item in prepared[:20]]
-                result.task_ids = [item.letter.task_id for item in prepared]
+                result.preview = [_preview(item) for item in plan.prepared[:20]]
+                result.task_ids = [item.letter.task_id for item in plan.prepared]
+                result.new_tasks = {
+                    item.letter.task_id: item.new_task_id
+                    for item in plan.prepared
+                    if item.new_task_id
+                }
                 return result
             if chosen and confirm is not None and not confirm(len(chosen)):
                 result.cancelled = True
                 return result
+            _remove_stale(scan, plan.skipped, result)
             publish_replays(
-                scan, prepared, publisher, result, rate=rate, progress=progress, stop=stop
+                scan, plan.prepared, publisher, result, rate=rate, progress=progress, stop=stop
             )
+            _link_originals(store, result.new_tasks)
     finally:
         result.seconds = round(time.monotonic() - started, 3)
         if own_publisher:
             publisher.close()
     record_audit(bucket, actor, result, limit=limit, rate=rate, sets=dict(sets))
     return result
+
+
+def _link_originals(store: StatusStore, new_tasks: dict[str, str]) -> None:
+    """Tell each original record which task its patched replay runs as (best effort)."""
+    for original, new_task_id in new_tasks.items():
+        try:
+            store.transition(original, replaced_by(new_task_id))
+        except Exception as exc:  # the new task's record links back (replay_of) anyway
+            log.warning("record of %s not linked to its replay %s: %s", original, new_task_id, exc)
+
+
+def _remove_stale(scan: DlqScan, skipped: list[DeadLetter], result: OperationResult) -> None:
+    """Ack the dead letters of tasks that succeeded: they only say something untrue."""
+    if not skipped:
+        return
+    for letter in scan.ack(skipped):
+        result.skipped = [s for s in result.skipped if s["message_id"] != letter.message_id]
+        result.failed.append(
+            {"task_id": letter.task_id, "message_id": letter.message_id, "error": "ack failed"}
+        )
 
 
 def _preview(item: Prepared) -> dict[str, Any]:
