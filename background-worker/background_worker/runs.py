@@ -93,6 +93,7 @@ class Run:
             delivery_attempt=delivery_attempt,
             storage_retry=storage_retry,
             on_progress=lambda progress: claims.report_progress(self.run_id, progress),
+            pinned_inputs=envelope.inputs,
         )
         self.claim = ClaimedRun(
             delivery=delivery,

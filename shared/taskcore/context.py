@@ -15,25 +15,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from google.api_core import exceptions as gexc
-
-from taskcore.errors import (
-    MissingInputError,
-    PermanentTaskError,
-    TaskTimeoutError,
-    TransientTaskError,
-)
+from taskcore.errors import TaskTimeoutError, TransientTaskError
+from taskcore.inputs import InputStream, open_input
 from taskcore.outputs import OutputWriter
-from taskcore.payloads import parse_gs_uri
 from taskcore.status import Progress
 
 if TYPE_CHECKING:
     from google.cloud import storage
 
     from taskcore.settings import Settings
-
-# Inputs larger than this are refused rather than loaded into memory.
-MAX_INPUT_BYTES = 256 * 1024 * 1024
 
 # Why a run is stopped from outside.
 SHUTDOWN = "shutdown"  # the execution is ending: the message goes back to the queue
@@ -68,8 +58,12 @@ class TaskContext(abc.ABC):
         """Which run of the task this is, from 1."""
 
     @abc.abstractmethod
+    def open_input(self, uri: str) -> InputStream:
+        """An input object of the pipeline's bucket as a binary stream (.content_type, .size)."""
+
+    @abc.abstractmethod
     def read_input(self, uri: str) -> tuple[bytes, str]:
-        """Bytes and content type of an input object in the pipeline's bucket."""
+        """Bytes and content type of a small input object in the pipeline's bucket."""
 
     @abc.abstractmethod
     def check_alive(self) -> None:
@@ -100,6 +94,7 @@ class RunContext(TaskContext):
         storage_retry: object = None,
         on_progress: Callable[[Progress], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pinned_inputs: dict[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.bucket = bucket
@@ -110,6 +105,8 @@ class RunContext(TaskContext):
         self.storage_retry = storage_retry
         self.on_progress = on_progress
         self.clock = clock
+        # Input URI → the generation the API saw at submission: exactly what is read.
+        self.pinned_inputs = dict(pinned_inputs or {})
         self.started = clock()
         self.stop_reason: str | None = None
         self._task_id = task_id
@@ -172,20 +169,19 @@ class RunContext(TaskContext):
             text = message[:200] if message else None
             self.on_progress(Progress(fraction=min(1.0, max(0.0, float(fraction))), message=text))
 
-    def read_input(self, uri: str) -> tuple[bytes, str]:
-        """Bytes and content type of an input object inside the pipeline's bucket."""
-        bucket_name, name = parse_gs_uri(uri)
-        if bucket_name != self.bucket.name:
-            raise PermanentTaskError(
-                f"input {uri} is outside the pipeline bucket {self.bucket.name}"
-            )
+    def open_input(self, uri: str) -> InputStream:
+        """Stream an input object of the pipeline's bucket (the generation submitted, if pinned)."""
         self.check_alive()
-        blob = self.bucket.blob(name)
-        try:
-            # One request: the range caps memory, and the response headers fill content_type.
-            data = blob.download_as_bytes(start=0, end=MAX_INPUT_BYTES, retry=self.storage_retry)
-        except gexc.NotFound:
-            raise MissingInputError(f"input {uri} does not exist") from None
-        if len(data) > MAX_INPUT_BYTES:
-            raise PermanentTaskError(f"input {uri} is larger than the {MAX_INPUT_BYTES}-byte limit")
-        return data, blob.content_type or "application/octet-stream"
+        return open_input(
+            self.bucket,
+            uri,
+            self.settings,
+            generation=self.pinned_inputs.get(uri),
+            retry=self.storage_retry,
+            on_read=self.check_alive,
+        )
+
+    def read_input(self, uri: str) -> tuple[bytes, str]:
+        """Bytes and content type of a (small) input object; prefer open_input for large ones."""
+        with self.open_input(uri) as stream:
+            return stream.readall(), stream.content_type

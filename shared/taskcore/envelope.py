@@ -47,6 +47,9 @@ class TaskEnvelope(BaseModel):
     task_type: str
     payload: dict[str, Any]
     submitted_at: datetime = Field(default_factory=utcnow)
+    # Input object URI → the generation it had when the task was submitted (set by the API):
+    # the worker reads exactly that generation.
+    inputs: dict[str, int] = Field(default_factory=dict)
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:
         """The Pub/Sub data bytes and attributes for this task."""
@@ -112,7 +115,9 @@ def parse_message(
     else:
         # The recipe's flat shape: task fields beside task_type at top level.
         fields = {
-            k: v for k, v in body.items() if k not in ("task_type", "task_id", "submitted_at")
+            k: v
+            for k, v in body.items()
+            if k not in ("task_type", "task_id", "submitted_at", "inputs", "schema_version")
         }
     task_id = (
         body.get("task_id") or attributes.get("task_id") or _fallback_task_id(data, message_id)
@@ -125,6 +130,7 @@ def parse_message(
             task_type=task_type,
             payload=fields,
             submitted_at=body.get("submitted_at") or utcnow(),
+            inputs=body.get("inputs") or {},
         )
     except ValueError as exc:
         raise InvalidTaskError(f"invalid envelope: {exc}", error_type="invalid_envelope") from None

@@ -45,6 +45,18 @@ class MissingInputError(PermanentTaskError):
     error_type = "missing_input"
 
 
+class InputNotAllowedError(PermanentTaskError):
+    """Raised when a task names an input outside the bucket or the allowed input prefixes."""
+
+    error_type = "input_not_allowed"
+
+
+class InputTooLargeError(PermanentTaskError):
+    """Raised when a task's input object is larger than MAX_INPUT_BYTES."""
+
+    error_type = "input_too_large"
+
+
 class OutputConflictError(PermanentTaskError):
     """Raised when a run writes an output name twice, or a name that is not a safe object name."""
 

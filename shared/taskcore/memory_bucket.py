@@ -182,3 +182,7 @@ class _Writer(io.BytesIO):
             data = self.getvalue()
             super().close()
             self._blob.upload_from_string(data, self._content_type, self._if_generation_match)
+
+    def terminate(self) -> None:
+        """Drop what was written: the object never appears."""
+        super().close()

@@ -11,6 +11,8 @@ the run that did.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +26,9 @@ from taskcore.payloads import check_object_name
 from taskcore.status import OutputRef
 
 OUTPUT_PREFIX = "outputs"
+# Streamed outputs go up in chunks of this size (a multiple of 256 KiB, as GCS requires): it
+# is all of an output a run ever holds in memory.
+STREAM_CHUNK_BYTES = 1024 * 1024
 
 
 def task_output_prefix(task_id: str) -> str:
@@ -88,6 +93,16 @@ class OutputWriter:
                 ) from None
         return self._remember(name, blob, len(data), content_type, checksum)
 
+    def open(self, name: str, content_type: str) -> OutputStream:
+        """A binary file object that streams one output up as it is written (create-only).
+
+        The output exists once the stream is closed (use `with`); an exception inside the
+        `with` block abandons the upload and leaves nothing behind.
+        """
+        self._check_alive()
+        _check_name(name, self.written)
+        return OutputStream(self, name, content_type)
+
     def write_json(self, name: str, value: Any) -> str:
         """Write a JSON output; NaN and infinities are refused, so the output is valid JSON."""
         text = json.dumps(value, indent=2, sort_keys=True, default=str, allow_nan=False)
@@ -145,3 +160,76 @@ def discard_run(bucket: storage.Bucket, task_id: str, run_id: str, retry=None) -
             continue
         count += 1
     return count
+
+
+class OutputStream(io.RawIOBase):
+    """A streamed output: chunks go to a resumable upload; checksummed; recorded on close."""
+
+    def __init__(self, writer: OutputWriter, name: str, content_type: str) -> None:
+        super().__init__()
+        self._writer = writer
+        self._name = name
+        self._content_type = content_type
+        self._blob = writer.bucket.blob(writer.prefix + name)
+        self._upload = self._blob.open(
+            "wb",
+            chunk_size=STREAM_CHUNK_BYTES,
+            content_type=content_type,
+            if_generation_match=0,
+            ignore_flush=True,
+            retry=writer.retry,
+        )
+        self._checksum = google_crc32c.Checksum()
+        self._size = 0
+        self.uri: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        # A run past its limit, cancelled or superseded stops here, mid-output.
+        self._writer._check_alive()
+        data = bytes(data)
+        self._upload.write(data)
+        self._checksum.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do: chunks leave as they fill (GCS cannot flush an open upload)."""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            try:
+                self._upload.close()
+            except Exception as exc:
+                if getattr(getattr(exc, "response", None), "status_code", None) == 412:
+                    raise OutputConflictError(
+                        f"output {self._name!r} already exists in this run"
+                    ) from None
+                raise
+            self._blob.reload(retry=self._writer.retry)
+            checksum = base64.b64encode(self._checksum.digest()).decode("ascii")
+            if self._blob.crc32c != checksum:
+                raise OutputConflictError(f"output {self._name!r} does not hold what was written")
+            self.uri = self._writer._remember(
+                self._name, self._blob, self._size, self._content_type, checksum
+            )
+        finally:
+            super().close()
+
+    def abandon(self) -> None:
+        """Stop without creating the output (the upload is cancelled)."""
+        if not self.closed:
+            # Best effort: an unfinished upload session expires by itself.
+            with contextlib.suppress(Exception):
+                self._upload.terminate()
+            super().close()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abandon()
+        else:
+            self.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +37,34 @@ def parse_gs_uri(uri: str) -> tuple[str, str]:
     return bucket, check_object_name(name)
 
 
+class _Input:
+    """Marks a payload field as naming an input object (see InputUri)."""
+
+    def __repr__(self) -> str:
+        return "INPUT"
+
+
+INPUT = _Input()
+
+# A payload field holding a gs:// URI the task reads. The API checks it (the pipeline's bucket,
+# INPUT_PREFIXES, size) and pins the generation it saw; the worker reads exactly that.
+# For an optional one: Annotated[str | None, INPUT].
+InputUri = Annotated[str, INPUT]
+
+
 class TaskPayload(BaseModel):
     """Base of every payload model: unknown fields are errors, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    def input_uris(self, bucket_name: str) -> list[str]:
+        """The objects this task will read: the values of its InputUri fields.
+
+        Override it when an input is named another way (file_processing's `filename`).
+        """
+        uris = []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value and any(marker is INPUT for marker in info.metadata):
+                uris.append(value)
+        return uris

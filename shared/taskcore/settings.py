@@ -182,6 +182,20 @@ class Settings(BaseModel):
         ge=0,
     )
 
+    input_prefixes: tuple[str, ...] = _env(
+        "INPUT_PREFIXES",
+        ("uploads/",),
+        "both",
+        "Comma-separated object prefixes tasks may read inputs from, in BUCKET_NAME only; the "
+        "API refuses any other input (400), and the worker too.",
+    )
+    max_input_bytes: int = _env(
+        "MAX_INPUT_BYTES",
+        64 * 1024 * 1024,
+        "both",
+        "Largest input object a task may read; the API refuses bigger inputs at submit (400).",
+        gt=0,
+    )
     infra_retry_seconds: float = _env(
         "INFRA_RETRY_SECONDS",
         120.0,
@@ -281,6 +295,18 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("input_prefixes", mode="before")
+    @classmethod
+    def _split_prefixes(cls, value):
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if not value:
+            raise ValueError("must name at least one prefix")
+        for prefix in value:
+            if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
+                raise ValueError(f"{prefix!r} must be a folder like uploads/")
+        return tuple(value)
 
     @field_validator("task_modules", mode="before")
     @classmethod

@@ -33,14 +33,14 @@ def main() -> int:
         real = registry.get("file_processing").handler
 
         def write_one_then_hang(ctx, payload):
-            write = ctx.outputs.write
+            remember = ctx.outputs._remember  # called as each output is complete
 
-            def write_then_hang(name, data, content_type):
-                uri = write(name, data, content_type)
+            def remember_then_hang(*args):
+                uri = remember(*args)
                 _reached()
                 return uri
 
-            ctx.outputs.write = write_then_hang
+            ctx.outputs._remember = remember_then_hang
             real(ctx, payload)
 
         registry = registry.with_handlers(file_processing=write_one_then_hang)
