@@ -61,6 +61,7 @@ class AdminMixin:
         with self.lock:
             if self.topics.pop(name, None) is None:
                 raise not_found("Topic not found")
+            self.policies.pop(name, None)
             for sub in self.topic_subs.pop(name, ()):
                 config = Subscription()
                 config.CopyFrom(sub.config)
@@ -133,6 +134,7 @@ class AdminMixin:
         with self.lock:
             sub = self.subscription(name)
             del self.subs[name]
+            self.policies.pop(name, None)
             subs = self.topic_subs.get(sub.config.topic)
             if subs is not None:
                 subs.remove(sub)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from devstack.emulators.pubsub import validation as v
 from devstack.emulators.pubsub.admin import AdminMixin
+from devstack.emulators.pubsub.iam import IamMixin
 from devstack.emulators.pubsub.state import Lease, Msg, Stream, Sub
 from devstack.emulators.pubsub.wire import ApiError, PubsubMessage, invalid, not_found
 
@@ -20,14 +21,17 @@ TICK_SECONDS = 0.05
 _NO_ACK_IDS = "No ack ids specified."
 
 
-class Broker(AdminMixin):
-    """All topics, subscriptions and messages of one emulator, guarded by one lock."""
+class Broker(AdminMixin, IamMixin):
+    """All topics, subscriptions, messages and IAM policies of one emulator, under one lock."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.topics: dict = {}
         self.topic_subs: dict[str, list[Sub]] = {}
         self.subs: dict[str, Sub] = {}
+        # IAM policies by resource name, for resources whose policy was ever set.
+        self.policies: dict = {}
+        self.last_etag_stamp = 0
         self.next_message_id = 1
         self._ack_seq = itertools.count(1)
         # (deadline, ack number, Sub): stale entries are skipped when popped.

@@ -1,4 +1,4 @@
-"""--data-dir: periodic snapshots of topics, subscriptions and unacknowledged messages."""
+"""--data-dir: periodic snapshots of topics, subscriptions, IAM policies and unacked messages."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections import deque
 from pathlib import Path
 
 from devstack.emulators.pubsub.broker import Broker
+from devstack.emulators.pubsub.iam import Policy
 from devstack.emulators.pubsub.state import Msg, Sub
 from devstack.emulators.pubsub.wire import Subscription, Topic
 
@@ -40,6 +41,8 @@ def export_state(broker: Broker) -> dict:
             "next_message_id": broker.next_message_id,
             "topics": {n: t.SerializeToString() for n, t in broker.topics.items()},
             "subscriptions": subs,
+            "iam_policies": {n: p.SerializeToString() for n, p in broker.policies.items()},
+            "last_etag_stamp": broker.last_etag_stamp,
         }
 
 
@@ -70,6 +73,10 @@ def import_state(broker: Broker, state: dict) -> None:
             sub.acked = restore(acked)
             broker.subs[name] = sub
             broker.topic_subs.get(sub.config.topic, []).append(sub)
+        # Snapshots written before IAM policies were kept have none.
+        for name, data in state.get("iam_policies", {}).items():
+            broker.policies[name] = Policy.FromString(data)
+        broker.last_etag_stamp = state.get("last_etag_stamp", 0)
 
 
 class Snapshotter:

@@ -1,4 +1,4 @@
-"""The gRPC front: google.pubsub.v1.Publisher and Subscriber served from a Broker."""
+"""The gRPC front: google.pubsub.v1.Publisher, Subscriber and google.iam.v1.IAMPolicy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from concurrent import futures
 import grpc
 from google.protobuf import empty_pb2
 
+from devstack.emulators.pubsub import iam
 from devstack.emulators.pubsub import wire as w
 from devstack.emulators.pubsub.broker import Broker
 from devstack.emulators.pubsub.wire import ApiError, invalid
@@ -163,6 +164,18 @@ class PubSubService:
             pass
         self.broker.close_stream(stream)
 
+    # IAMPolicy
+
+    def GetIamPolicy(self, request, context):
+        return self.broker.get_iam_policy(request)
+
+    def SetIamPolicy(self, request, context):
+        return self.broker.set_iam_policy(request)
+
+    def TestIamPermissions(self, request, context):
+        held = self.broker.test_iam_permissions(request)
+        return iam.TestIamPermissionsResponse(permissions=held)
+
 
 _PUBLISHER = {
     "CreateTopic": (w.Topic, False),
@@ -183,6 +196,11 @@ _SUBSCRIBER = {
     "ModifyAckDeadline": (w.ModifyAckDeadlineRequest, False),
     "Seek": (w.SeekRequest, False),
     "StreamingPull": (w.StreamingPullRequest, True),
+}
+_IAM_POLICY = {
+    "GetIamPolicy": (iam.GetIamPolicyRequest, False),
+    "SetIamPolicy": (iam.SetIamPolicyRequest, False),
+    "TestIamPermissions": (iam.TestIamPermissionsRequest, False),
 }
 
 
@@ -242,6 +260,9 @@ def build_server(
             ),
             grpc.method_handlers_generic_handler(
                 "google.pubsub.v1.Subscriber", _handlers(service, _SUBSCRIBER)
+            ),
+            grpc.method_handlers_generic_handler(
+                "google.iam.v1.IAMPolicy", _handlers(service, _IAM_POLICY)
             ),
         )
     )

@@ -12,6 +12,8 @@ from devstack.emulators.pubsub.wire import ApiError, Subscription, invalid, not_
 _ID = r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}"
 _TOPIC_RE = re.compile(rf"projects/([^/]+)/topics/({_ID})")
 _SUB_RE = re.compile(rf"projects/([^/]+)/subscriptions/({_ID})")
+# Every collection whose members carry an IAM policy in Pub/Sub.
+_IAM_RESOURCE_RE = re.compile(rf"projects/[^/]+/(topics|subscriptions|snapshots|schemas)/({_ID})")
 
 DEFAULT_ACK_DEADLINE = 10
 MAX_ACK_DEADLINE = 600
@@ -58,6 +60,15 @@ def check_subscription_name(name: str) -> str:
     if not _SUB_RE.fullmatch(name) or name.rpartition("/")[2].startswith("goog"):
         raise invalid(f"Invalid [subscriptions] name: (name={name})")
     return name
+
+
+def iam_resource_kind(name: str) -> str:
+    """'topics', 'subscriptions', 'snapshots' or 'schemas' for a valid resource name, else
+    INVALID_ARGUMENT."""
+    match = _IAM_RESOURCE_RE.fullmatch(name)
+    if match is None or match.group(2).startswith("goog"):
+        raise invalid(f"Invalid resource name given (name={name}).")
+    return match.group(1)
 
 
 def _out_of_range(message: str) -> ApiError:
