@@ -1,4 +1,4 @@
-"""Conformance: google.iam.v1.IAMPolicy on topics and subscriptions.
+"""Conformance: google.iam.v1.IAMPolicy on topics, subscriptions and snapshots.
 
 Google's emulator checks the resource name and then answers UNIMPLEMENTED to all three
 RPCs, so only `test_iam_policy_service` and the name checks run the same calls on both;
@@ -93,14 +93,25 @@ def test_malformed_resource_names_are_invalid(ps, resource):
         _test(ps, resource, ["pubsub.topics.get"])
 
 
-def test_snapshot_and_schema_names(ps):
+def test_snapshot_and_schema_policies(ps):
     """Real Pub/Sub keeps policies on snapshots and schemas too; Google's emulator rejects
     their names. Ours has no schemas, so a schema is never found."""
+    topic = ps.topic()
+    snapshot = ps.sub.create_snapshot(
+        name=f"{ps.project}/snapshots/snap-a", subscription=ps.subscription("sub-a", topic)
+    ).name
     schema = f"{ps.project}/schemas/schema-a"
     if ps.kind == "google":
-        with pytest.raises(exceptions.InvalidArgument):
-            _get(ps, schema)
+        for resource in (snapshot, schema):
+            with pytest.raises(exceptions.InvalidArgument):
+                _get(ps, resource)
         return
+    assert _get(ps, snapshot).etag == INITIAL_ETAG
+    policy = _set(ps, snapshot, _policy(VIEWERS))
+    assert _get(ps, snapshot) == policy
+    assert _test(ps, snapshot, ["pubsub.snapshots.seek"]) == ["pubsub.snapshots.seek"]
+    with pytest.raises(exceptions.InvalidArgument):
+        _test(ps, snapshot, ["pubsub.topics.publish"])
     with pytest.raises(exceptions.NotFound):
         _get(ps, schema)
     assert _test(ps, schema, ["pubsub.schemas.get"]) == []
@@ -174,6 +185,14 @@ def test_a_policy_is_deleted_with_its_resource(iam):
     iam.sub.delete_subscription(subscription=sub)
     iam.subscription("sub-a", topic)
     assert _get(iam, sub).etag == INITIAL_ETAG
+    snapshot = f"{iam.project}/snapshots/snap-a"
+    iam.sub.create_snapshot(name=snapshot, subscription=sub)
+    _set(iam, snapshot, _policy(EDITORS))
+    iam.sub.delete_snapshot(snapshot=snapshot)
+    with pytest.raises(exceptions.NotFound):
+        _get(iam, snapshot)
+    iam.sub.create_snapshot(name=snapshot, subscription=sub)
+    assert _get(iam, snapshot).etag == INITIAL_ETAG
 
 
 def test_policy_versions(iam):

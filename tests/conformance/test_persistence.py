@@ -125,3 +125,39 @@ def test_iam_policies_survive_a_restart(tmp_path, client_factory):
             pub.set_iam_policy(
                 request={"resource": topic, "policy": policy_pb2.Policy(etag=kept.etag)}
             )
+
+
+def test_snapshots_survive_a_restart(tmp_path, client_factory):
+    project = f"projects/persist-{uuid.uuid4().hex[:8]}"
+    topic, sub = f"{project}/topics/topic-main", f"{project}/subscriptions/sub-main"
+    snapshot, orphan = f"{project}/snapshots/snap-main", f"{project}/snapshots/snap-orphan"
+    gone_topic = f"{project}/topics/topic-gone"
+    log = tmp_path / "emulator.log"
+    with _python_emulator(client_factory, tmp_path / "data", log) as (_, pub, subscriber):
+        for name in (topic, gone_topic):
+            pub.create_topic(name=name)
+        subscriber.create_subscription(name=sub, topic=topic)
+        subscriber.create_subscription(name=f"{sub}-gone", topic=gone_topic)
+        pub.api.publish(topic=topic, messages=[types.PubsubMessage(data=b"before")])
+        created = subscriber.create_snapshot(name=snapshot, subscription=sub)
+        subscriber.create_snapshot(name=orphan, subscription=f"{sub}-gone")
+        pub.delete_topic(topic=gone_topic)
+        pub.api.publish(topic=topic, messages=[types.PubsubMessage(data=b"after")])
+        subscriber.acknowledge(
+            subscription=sub, ack_ids=[m.ack_id for m in _pull(subscriber, sub, 2)]
+        )
+    with _python_emulator(client_factory, tmp_path / "data", log) as (_, pub, subscriber):
+        assert subscriber.get_snapshot(snapshot=snapshot) == created
+        # Still the messages' snapshot: one published now joins it, as before the restart.
+        pub.api.publish(topic=topic, messages=[types.PubsubMessage(data=b"restarted")])
+        subscriber.acknowledge(
+            subscription=sub, ack_ids=[m.ack_id for m in _pull(subscriber, sub, 1)]
+        )
+        subscriber.seek(request={"subscription": sub, "snapshot": snapshot})
+        restored = sorted(m.message.data for m in _pull(subscriber, sub, 3))
+        assert restored == [b"after", b"before", b"restarted"]
+        # The snapshot of the deleted topic stays detached from a new topic of that name.
+        pub.create_topic(name=gone_topic)
+        subscriber.create_subscription(name=f"{sub}-new", topic=gone_topic)
+        with pytest.raises(exceptions.FailedPrecondition):
+            subscriber.seek(request={"subscription": f"{sub}-new", "snapshot": orphan})

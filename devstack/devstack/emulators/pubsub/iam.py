@@ -131,12 +131,13 @@ class IamMixin:
     """The IAM policy RPCs of the broker; expects the attributes Broker sets up."""
 
     def _iam_resource_exists(self, kind: str, name: str) -> bool:
-        """Whether name exists; this emulator has no snapshots or schemas (lock held)."""
-        if kind == "topics":
-            return name in self.topics
-        if kind == "subscriptions":
-            return name in self.subs
-        return False
+        """Whether name exists; this emulator has no schemas (lock held)."""
+        collection = {
+            "topics": self.topics,
+            "subscriptions": self.subs,
+            "snapshots": self.snapshots,
+        }
+        return name in collection.get(kind, ())
 
     def _existing_iam_resource(self, name: str) -> str:
         """The kind of the resource called name (lock held), or NOT_FOUND."""

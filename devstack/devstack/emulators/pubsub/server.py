@@ -39,6 +39,12 @@ class PubSubService:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
+    def _project_page(self, request, kind: str, response_type):
+        items, token = self.broker.project_page(
+            kind, request.project, request.page_size, request.page_token
+        )
+        return response_type(**{kind: items}, next_page_token=token)
+
     # Publisher
 
     def CreateTopic(self, request, context):
@@ -48,10 +54,7 @@ class PubSubService:
         return self.broker.get_topic(request.topic)
 
     def ListTopics(self, request, context):
-        topics, token = self.broker.list_topics(
-            request.project, request.page_size, request.page_token
-        )
-        return w.ListTopicsResponse(topics=topics, next_page_token=token)
+        return self._project_page(request, "topics", w.ListTopicsResponse)
 
     def ListTopicSubscriptions(self, request, context):
         names, token = self.broker.list_topic_subscriptions(
@@ -67,6 +70,12 @@ class PubSubService:
         ids = self.broker.publish(request.topic, request.messages)
         return w.PublishResponse(message_ids=ids)
 
+    def ListTopicSnapshots(self, request, context):
+        names, token = self.broker.list_topic_snapshots(
+            request.topic, request.page_size, request.page_token
+        )
+        return w.ListTopicSnapshotsResponse(snapshots=names, next_page_token=token)
+
     # Subscriber
 
     def CreateSubscription(self, request, context):
@@ -79,10 +88,7 @@ class PubSubService:
         return self.broker.update_subscription(request.subscription, request.update_mask.paths)
 
     def ListSubscriptions(self, request, context):
-        subs, token = self.broker.list_subscriptions(
-            request.project, request.page_size, request.page_token
-        )
-        return w.ListSubscriptionsResponse(subscriptions=subs, next_page_token=token)
+        return self._project_page(request, "subscriptions", w.ListSubscriptionsResponse)
 
     def DeleteSubscription(self, request, context):
         self.broker.delete_subscription(request.subscription)
@@ -108,15 +114,33 @@ class PubSubService:
         return _EMPTY
 
     def Seek(self, request, context):
-        if request.WhichOneof("target") == "time":
+        target = request.WhichOneof("target")
+        if target == "time":
             self.broker.seek(request.subscription, request.time.ToNanoseconds() / 1e9)
             return w.SeekResponse()
+        if target == "snapshot":
+            self.broker.seek_to_snapshot(request.subscription, request.snapshot)
+            return w.SeekResponse()
         self.broker.subscription(request.subscription)
-        if request.WhichOneof("target") == "snapshot":
-            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "snapshots are not supported")
         raise invalid(
             "No target was specified in the SeekRequest. Must specify either a time or a snapshot"
         )
+
+    def CreateSnapshot(self, request, context):
+        return self.broker.create_snapshot(request.name, request.subscription, request.labels)
+
+    def GetSnapshot(self, request, context):
+        return self.broker.get_snapshot(request.snapshot)
+
+    def ListSnapshots(self, request, context):
+        return self._project_page(request, "snapshots", w.ListSnapshotsResponse)
+
+    def UpdateSnapshot(self, request, context):
+        return self.broker.update_snapshot(request.snapshot, request.update_mask.paths)
+
+    def DeleteSnapshot(self, request, context):
+        self.broker.delete_snapshot(request.snapshot)
+        return _EMPTY
 
     def StreamingPull(self, request_iterator, context):
         first = next(request_iterator, None)
@@ -184,6 +208,7 @@ _PUBLISHER = {
     "ListTopicSubscriptions": (w.ListTopicSubscriptionsRequest, False),
     "DeleteTopic": (w.DeleteTopicRequest, False),
     "Publish": (w.PublishRequest, False),
+    "ListTopicSnapshots": (w.ListTopicSnapshotsRequest, False),
 }
 _SUBSCRIBER = {
     "CreateSubscription": (w.Subscription, False),
@@ -195,6 +220,11 @@ _SUBSCRIBER = {
     "Acknowledge": (w.AcknowledgeRequest, False),
     "ModifyAckDeadline": (w.ModifyAckDeadlineRequest, False),
     "Seek": (w.SeekRequest, False),
+    "CreateSnapshot": (w.CreateSnapshotRequest, False),
+    "GetSnapshot": (w.GetSnapshotRequest, False),
+    "ListSnapshots": (w.ListSnapshotsRequest, False),
+    "UpdateSnapshot": (w.UpdateSnapshotRequest, False),
+    "DeleteSnapshot": (w.DeleteSnapshotRequest, False),
     "StreamingPull": (w.StreamingPullRequest, True),
 }
 _IAM_POLICY = {
