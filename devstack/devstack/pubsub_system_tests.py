@@ -32,6 +32,7 @@ import click
 
 from devstack.emulators import start_pubsub_emulator
 from devstack.emulators.google_pubsub import find_google_pubsub_emulator
+from taskcore.errors import EmulatorError
 
 PACKAGE = "google-cloud-pubsub"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,8 @@ KNOWN_GOOGLE_FAILURES = {
 
 def pinned_version(pyproject: Path, package: str = PACKAGE) -> str:
     """The version pyproject.toml pins package to (`package==X` in project.dependencies)."""
+    if not pyproject.is_file():
+        raise click.ClickException(f"no {pyproject}: run this from a clone of the project")
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     pattern = re.compile(rf"{re.escape(package)}\s*==\s*([A-Za-z0-9.+!-]+)", re.IGNORECASE)
     for requirement in dependencies:
@@ -254,7 +257,10 @@ def main(emulator: str, cache: Path, pytest_args: tuple[str, ...]) -> None:
     if emulator == "both" and find_google_pubsub_emulator() is None:
         click.echo("Google's Pub/Sub emulator is not installed: running on ours only")
         kinds = ["python"]
-    outcomes = [run_against(kind, system_py, cache / "runs", pytest_args) for kind in kinds]
+    try:
+        outcomes = [run_against(kind, system_py, cache / "runs", pytest_args) for kind in kinds]
+    except EmulatorError as exc:
+        raise click.ClickException(str(exc)) from exc
     if not report(outcomes):
         sys.exit(1)
 

@@ -10,9 +10,11 @@ import tarfile
 import click
 import google.auth
 import pytest
+from click.testing import CliRunner
 from google.oauth2 import credentials as oauth2_credentials
 
 from devstack import pubsub_system_tests as runner
+from taskcore.errors import EmulatorError
 
 SYSTEM_PY = b"def test_nothing():\n    pass\n"
 
@@ -156,3 +158,49 @@ def test_ours_must_pass_everything_and_google_may_fail_only_the_known_tests(tmp_
     assert "known: Google's emulator answers UNIMPLEMENTED" in capsys.readouterr().out
     # A run in which nothing passed (say, system.py failed to import) is no success.
     assert not runner.report([runner.Outcome("python")])
+
+
+def test_a_missing_pyproject_is_explained(tmp_path):
+    with pytest.raises(click.ClickException, match="clone of the project"):
+        runner.pinned_version(tmp_path / "pyproject.toml")
+
+
+@pytest.fixture
+def offline_main(tmp_path, monkeypatch):
+    """main() with the tests already fetched and each run recorded instead of started."""
+    monkeypatch.setattr(runner, "fetch_system_tests", lambda version, cache: tmp_path / "system.py")
+    runs: list[str] = []
+
+    def fake_run(kind, system_py, work, pytest_args):
+        runs.append(kind)
+        return runner.Outcome(kind, passed=["test_publish_messages[grpc]"])
+
+    monkeypatch.setattr(runner, "run_against", fake_run)
+    return runs
+
+
+def test_both_means_ours_alone_where_googles_emulator_is_missing(offline_main, monkeypatch):
+    monkeypatch.setattr(runner, "find_google_pubsub_emulator", lambda: None)
+    result = CliRunner().invoke(runner.main, [])
+    assert result.exit_code == 0, result.output
+    assert offline_main == ["python"]
+    assert "not installed: running on ours only" in result.output
+
+
+def test_both_runs_ours_then_googles(offline_main, monkeypatch):
+    monkeypatch.setattr(runner, "find_google_pubsub_emulator", lambda: "/sdk/bin/emulator")
+    result = CliRunner().invoke(runner.main, ["--emulator", "both"])
+    assert result.exit_code == 0, result.output
+    assert offline_main == ["python", "google"]
+
+
+def test_an_emulator_that_cannot_start_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "fetch_system_tests", lambda version, cache: tmp_path / "system.py")
+
+    def no_emulator(**kwargs):
+        raise EmulatorError("Google's Pub/Sub emulator is not installed")
+
+    monkeypatch.setattr(runner, "start_pubsub_emulator", no_emulator)
+    result = CliRunner().invoke(runner.main, ["--emulator", "google", "--cache", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Error: Google's Pub/Sub emulator is not installed" in result.output
