@@ -187,6 +187,20 @@ def scrubbed_env(emulator_host: str, adc: Path) -> dict[str, str]:
     return env
 
 
+def with_selection(pytest_args: tuple[str, ...]) -> list[str]:
+    """pytest_args with SELECTION and-ed into any -k of theirs (a later -k would replace it)."""
+    args, expressions = [], [SELECTION]
+    rest = iter(pytest_args)
+    for arg in rest:
+        if arg == "-k":
+            expressions.append(next(rest, ""))
+        elif arg.startswith("-k"):
+            expressions.append(arg[2:].removeprefix("="))
+        else:
+            args.append(arg)
+    return ["-k", " and ".join(f"({e})" for e in expressions if e), *args]
+
+
 def run_against(kind: str, system_py: Path, work: Path, pytest_args: tuple[str, ...]) -> Outcome:
     """Start the emulator of kind, run system.py's gRPC tests against it, stop it."""
     work.mkdir(parents=True, exist_ok=True)
@@ -196,9 +210,9 @@ def run_against(kind: str, system_py: Path, work: Path, pytest_args: tuple[str, 
     report = work / f"{kind}-junit.xml"
     report.unlink(missing_ok=True)
     adc = write_fake_adc(work / "fake-adc.json")
-    command = [sys.executable, "-m", "pytest", str(system_py), "-k", SELECTION]
+    command = [sys.executable, "-m", "pytest", str(system_py), *with_selection(pytest_args)]
     command += ["-c", str(ini), "--rootdir", str(system_py.parent), "-p", "no:cacheprovider"]
-    command += [f"--junitxml={report}", "-q", "-ra", *pytest_args]
+    command += [f"--junitxml={report}", "-q", "-ra"]
     click.echo(f"== {PACKAGE} system tests on the {kind} Pub/Sub emulator")
     handle = start_pubsub_emulator(choice=kind, log_path=str(work / f"{kind}-emulator.log"))
     started = time.monotonic()

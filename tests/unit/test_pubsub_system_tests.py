@@ -204,3 +204,17 @@ def test_an_emulator_that_cannot_start_is_reported_not_raised(tmp_path, monkeypa
     result = CliRunner().invoke(runner.main, ["--emulator", "google", "--cache", str(tmp_path)])
     assert result.exit_code == 1
     assert "Error: Google's Pub/Sub emulator is not installed" in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ((), ["-k", "(not rest)"]),
+        (("-x",), ["-k", "(not rest)", "-x"]),
+        (("-k", "iam", "-x"), ["-k", "(not rest) and (iam)", "-x"]),
+        (("-kpublish or iam",), ["-k", "(not rest) and (publish or iam)"]),
+        (("-k=iam",), ["-k", "(not rest) and (iam)"]),
+    ],
+)
+def test_a_selection_of_the_caller_narrows_the_grpc_tests_never_widens_them(given, expected):
+    assert runner.with_selection(given) == expected
