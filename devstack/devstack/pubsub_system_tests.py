@@ -237,7 +237,10 @@ def report(outcomes: list[Outcome]) -> bool:
         for name, message in sorted(outcome.failed.items()):
             known = "" if name in unexpected else f" (known: {KNOWN_GOOGLE_FAILURES[name]})"
             click.echo(f"  FAILED {name}: {message}{known}")
-        if unexpected or not outcome.passed:
+        if not outcome.passed and not outcome.failed:
+            click.echo(f"  no test ran on the {outcome.kind} emulator")
+            ok = False
+        if unexpected:
             ok = False
     return ok
 
