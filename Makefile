@@ -48,7 +48,7 @@ test-python-emulator: install
 	TASKCTL_PUBSUB_EMULATOR=python $(BIN)/python -m pytest -q -ra -n 4 tests/integration
 
 # Google's own google-cloud-pubsub system tests (tests/system.py of the pinned sdist, cached
-# in .cache/) against our Pub/Sub emulator and Google's: about 3 minutes each, most of it
+# in .cache/) against our Pub/Sub emulator and Google's: about 3 and 4½ minutes, most of it
 # the tests' own waits, so not part of `make test`.
 pubsub-system-tests: install
 	$(BIN)/python -m devstack.pubsub_system_tests
