@@ -189,3 +189,26 @@ def test_server_side_flow_control(ps):
     # Acknowledging opens the window again.
     count_stream.send(ack_ids=[m.ack_id for m in got_count])
     assert len(count_stream.take(3, timeout=2)) == 3
+
+
+def test_a_new_stream_gets_what_was_nacked_after_the_last_one_ended(ps, request):
+    """A client that shuts down nacks what it did not process after its stream closed, and
+    the next subscriber opens a new stream: ours sends those messages on it at once. Google's
+    emulator mostly leases them to the new stream without sending them, so neither it nor
+    Pull sees them until the lease runs out, which fails google-cloud-pubsub's own system test
+    test_streaming_pull_blocking_shutdown on it (`make pubsub-system-tests`). It is a race
+    there, sometimes won, so on Google's emulator this is an expected failure, not a strict one."""
+    if ps.kind == "google":
+        request.applymarker(pytest.mark.xfail(reason="Google's emulator holds them back"))
+    topic = ps.topic()
+    sub = ps.subscription("sub-main", topic, ack_deadline_seconds=60)
+    ps.publish(topic, b"x")
+    first = ps.stream(sub, deadline=60)
+    received = first.take(1)
+    assert len(received) == 1
+    first.close()
+    first.wait_error()
+    ps.nack(sub, received)
+    again = ps.stream(sub, deadline=60).take(1, timeout=3)
+    assert [(m.message.data, m.delivery_attempt) for m in again] == [(b"x", 0)]
+    assert ps.pull_now(sub) == []

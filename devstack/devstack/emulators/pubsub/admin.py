@@ -11,7 +11,7 @@ from devstack.emulators.pubsub.state import Sub
 from devstack.emulators.pubsub.wire import ApiError, Subscription, Topic, not_found
 
 
-def _page(names: list[str], page_size: int, page_token: str) -> tuple[list[str], str]:
+def page_of(names: list[str], page_size: int, page_token: str) -> tuple[list[str], str]:
     """One page of sorted names; the token is the first name of the next page, as Google's."""
     start = bisect.bisect_left(names, page_token) if page_token else 0
     end = len(names) if page_size <= 0 else start + page_size
@@ -40,27 +40,34 @@ class AdminMixin:
             raise not_found("Topic not found")
         return topic
 
-    def list_topics(self, project: str, page_size: int, page_token: str):
-        """One page of a project's topics, sorted by name."""
-        prefix = project + "/topics/"
+    def project_page(self, kind: str, project: str, page_size: int, page_token: str):
+        """One page of a project's topics, subscriptions or snapshots (kind), sorted by name:
+        their settings and the next page's token."""
+        records = {"topics": self.topics, "subscriptions": self.subs, "snapshots": self.snapshots}
+        prefix = f"{project}/{kind}/"
         with self.lock:
-            names = sorted(n for n in self.topics if n.startswith(prefix))
-            page, token = _page(names, page_size, page_token)
-            return [self.topics[n] for n in page], token
+            items = records[kind]
+            names = sorted(n for n in items if n.startswith(prefix))
+            page, token = page_of(names, page_size, page_token)
+            # Topics are kept as their settings; subscriptions and snapshots as records.
+            return [getattr(items[n], "config", items[n]) for n in page], token
 
     def list_topic_subscriptions(self, topic: str, page_size: int, page_token: str):
         """One page of the names of a topic's subscriptions (none for an unknown topic)."""
         v.check_topic_name(topic)
         with self.lock:
             names = sorted(s.name for s in self.topic_subs.get(topic, ()))
-        return _page(names, page_size, page_token)
+        return page_of(names, page_size, page_token)
 
     def delete_topic(self, name: str) -> None:
-        """Delete a topic; its subscriptions stay, attached to Google's `_deleted-topic_`."""
+        """Delete a topic; its subscriptions stay, attached to Google's `_deleted-topic_`, and
+        its snapshots stay, getting no more messages."""
         v.check_topic_name(name)
         with self.lock:
             if self.topics.pop(name, None) is None:
                 raise not_found("Topic not found")
+            self.policies.pop(name, None)
+            self.detach_snapshots(name)
             for sub in self.topic_subs.pop(name, ()):
                 config = Subscription()
                 config.CopyFrom(sub.config)
@@ -120,19 +127,12 @@ class AdminMixin:
             self.dirty = True
         return config
 
-    def list_subscriptions(self, project: str, page_size: int, page_token: str):
-        """One page of a project's subscriptions, sorted by name."""
-        prefix = project + "/subscriptions/"
-        with self.lock:
-            names = sorted(n for n in self.subs if n.startswith(prefix))
-            page, token = _page(names, page_size, page_token)
-            return [self.subs[n].config for n in page], token
-
     def delete_subscription(self, name: str) -> None:
         """Delete a subscription; its pulls and streams end."""
         with self.lock:
             sub = self.subscription(name)
             del self.subs[name]
+            self.policies.pop(name, None)
             subs = self.topic_subs.get(sub.config.topic)
             if subs is not None:
                 subs.remove(sub)

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 
 from devstack.emulators.pubsub import validation as v
 from devstack.emulators.pubsub.admin import AdminMixin
-from devstack.emulators.pubsub.state import Lease, Msg, Stream, Sub
+from devstack.emulators.pubsub.iam import IamMixin
+from devstack.emulators.pubsub.snapshots import SnapshotMixin
+from devstack.emulators.pubsub.state import Lease, Msg, Snap, Stream, Sub
 from devstack.emulators.pubsub.wire import ApiError, PubsubMessage, invalid, not_found
 
 # A response carries at most this many messages, to bound the size of one gRPC message.
@@ -20,14 +22,21 @@ TICK_SECONDS = 0.05
 _NO_ACK_IDS = "No ack ids specified."
 
 
-class Broker(AdminMixin):
-    """All topics, subscriptions and messages of one emulator, guarded by one lock."""
+class Broker(AdminMixin, SnapshotMixin, IamMixin):
+    """All topics, subscriptions, snapshots, messages and IAM policies of one emulator, under
+    one lock."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.topics: dict = {}
         self.topic_subs: dict[str, list[Sub]] = {}
         self.subs: dict[str, Sub] = {}
+        self.snapshots: dict[str, Snap] = {}
+        # The snapshots that still get each topic's messages.
+        self.topic_snapshots: dict[str, list[Snap]] = {}
+        # IAM policies by resource name, for resources whose policy was ever set.
+        self.policies: dict = {}
+        self.last_etag_stamp = 0
         self.next_message_id = 1
         self._ack_seq = itertools.count(1)
         # (deadline, ack number, Sub): stale entries are skipped when popped.
@@ -60,6 +69,7 @@ class Broker(AdminMixin):
         seconds, nanos = divmod(millis, 1000)
         nanos *= 1_000_000
         subs = self.topic_subs[topic]
+        snaps = self.topic_snapshots.get(topic, ())
         ids = []
         for message in messages:
             mid = str(self.next_message_id)
@@ -71,6 +81,8 @@ class Broker(AdminMixin):
             entry = (msg, 0)
             for sub in subs:
                 sub.pending.append(entry)
+            for snap in snaps:
+                snap.messages.append(entry)
             ids.append(mid)
         for sub in subs:
             sub.cond.notify_all()
@@ -286,24 +298,31 @@ class Broker(AdminMixin):
         """Mark messages published before seconds acknowledged and those after not."""
         sub = self.subscription(name)
         with self.lock:
-            entries = list(sub.pending)
-            entries += [(lease.msg, lease.attempts) for lease in sub.leases.values()]
-            entries += list(sub.acked)
-            for lease in sub.leases.values():
-                self._release(lease)
-            sub.leases.clear()
-            keep = [d for d in self._delayed if d[2] is not sub]
-            entries += [(d[3], d[4]) for d in self._delayed if d[2] is sub]
-            if len(keep) != len(self._delayed):
-                heapq.heapify(keep)
-                self._delayed = keep
-            entries.sort(key=lambda e: e[0].ts)
-            sub.pending = deque(e for e in entries if e[0].ts >= seconds)
-            sub.acked = (
-                deque(e for e in entries if e[0].ts < seconds) if sub.retain_acked else deque()
+            entries = sorted(self._take_all(sub), key=lambda e: e[0].ts)
+            self._reset(
+                sub,
+                [e for e in entries if e[0].ts >= seconds],
+                [e for e in entries if e[0].ts < seconds],
             )
-            sub.cond.notify_all()
-            self.dirty = True
+
+    def _take_all(self, sub: Sub) -> list:
+        """Every message sub holds, acknowledged or not, its leases and backoffs ended (lock held)."""
+        entries = self._unacked(sub) + list(sub.acked)
+        for lease in sub.leases.values():
+            self._release(lease)
+        sub.leases.clear()
+        keep = [d for d in self._delayed if d[2] is not sub]
+        if len(keep) != len(self._delayed):
+            heapq.heapify(keep)
+            self._delayed = keep
+        return entries
+
+    def _reset(self, sub: Sub, unacked: list, acked: list) -> None:
+        """Give sub these unacknowledged and (kept if it retains them) acknowledged messages."""
+        sub.pending = deque(unacked)
+        sub.acked = deque(acked) if sub.retain_acked else deque()
+        sub.cond.notify_all()
+        self.dirty = True
 
     def tick(self) -> None:
         """Expire leases and end backoffs that are due."""
@@ -326,9 +345,11 @@ class Broker(AdminMixin):
                     sub.cond.notify_all()
 
     def trim(self) -> None:
-        """Drop messages older than their subscription's retention from the queue heads."""
+        """Drop messages older than their subscription's retention from the queue heads, and
+        snapshots past their lifetime."""
         now = time.time()
         with self.lock:
+            self.expire_snapshots(now)
             for sub in self.subs.values():
                 cutoff = now - sub.retention
                 for queue in (sub.pending, sub.acked):

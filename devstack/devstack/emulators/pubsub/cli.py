@@ -72,7 +72,7 @@ def serve(host: str, port: int, data_dir: str | None = None) -> None:
     default=None,
     envvar="PUBSUB_EMULATOR_DATA_DIR",
     type=click.Path(file_okay=False),
-    help="Keep topics, subscriptions and unacked messages here across restarts.",
+    help="Keep topics, subscriptions, snapshots, IAM policies and unacked messages here.",
 )
 def pubsub_command(host: str, port: int, data_dir: str | None) -> None:
     """Run the pure-Python Pub/Sub emulator in the foreground."""

@@ -1,4 +1,5 @@
-"""--data-dir: periodic snapshots of topics, subscriptions and unacknowledged messages."""
+"""--data-dir: the broker's state (topics, subscriptions, Pub/Sub snapshots, IAM policies and
+the messages they keep) saved to one file about once a second, and loaded at start."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections import deque
 from pathlib import Path
 
 from devstack.emulators.pubsub.broker import Broker
-from devstack.emulators.pubsub.state import Msg, Sub
-from devstack.emulators.pubsub.wire import Subscription, Topic
+from devstack.emulators.pubsub.iam import Policy
+from devstack.emulators.pubsub.state import Msg, Snap, Sub
+from devstack.emulators.pubsub.wire import Snapshot, Subscription, Topic
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,24 @@ def export_state(broker: Broker) -> dict:
             messages += [(m.data, m.ts, attempts) for m, attempts in sub.pending]
             acked = [(m.data, m.ts, attempts) for m, attempts in sub.acked]
             subs[name] = (sub.config.SerializeToString(), messages, acked)
+        snapshots = {
+            name: (
+                snap.config.SerializeToString(),
+                [(m.data, m.ts, attempts) for m, attempts in snap.messages],
+                snap.expires,
+                snap.attached,
+            )
+            for name, snap in broker.snapshots.items()
+        }
         broker.dirty = False
         return {
             "version": FORMAT_VERSION,
             "next_message_id": broker.next_message_id,
             "topics": {n: t.SerializeToString() for n, t in broker.topics.items()},
             "subscriptions": subs,
+            "snapshots": snapshots,
+            "iam_policies": {n: p.SerializeToString() for n, p in broker.policies.items()},
+            "last_etag_stamp": broker.last_etag_stamp,
         }
 
 
@@ -70,6 +84,16 @@ def import_state(broker: Broker, state: dict) -> None:
             sub.acked = restore(acked)
             broker.subs[name] = sub
             broker.topic_subs.get(sub.config.topic, []).append(sub)
+        # Files written before snapshots and IAM policies were kept have neither.
+        for name, (config_bytes, messages, expires, attached) in state.get("snapshots", {}).items():
+            snap = Snap(Snapshot.FromString(config_bytes), restore(messages), expires)
+            snap.attached = attached and snap.config.topic in broker.topics
+            broker.snapshots[name] = snap
+            if snap.attached:
+                broker.topic_snapshots.setdefault(snap.config.topic, []).append(snap)
+        for name, data in state.get("iam_policies", {}).items():
+            broker.policies[name] = Policy.FromString(data)
+        broker.last_etag_stamp = state.get("last_etag_stamp", 0)
 
 
 class Snapshotter:

@@ -1,4 +1,4 @@
-"""The gRPC front: google.pubsub.v1.Publisher and Subscriber served from a Broker."""
+"""The gRPC front: google.pubsub.v1.Publisher, Subscriber and google.iam.v1.IAMPolicy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from concurrent import futures
 import grpc
 from google.protobuf import empty_pb2
 
+from devstack.emulators.pubsub import iam
 from devstack.emulators.pubsub import wire as w
 from devstack.emulators.pubsub.broker import Broker
 from devstack.emulators.pubsub.wire import ApiError, invalid
@@ -38,6 +39,12 @@ class PubSubService:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
+    def _project_page(self, request, kind: str, response_type):
+        items, token = self.broker.project_page(
+            kind, request.project, request.page_size, request.page_token
+        )
+        return response_type(**{kind: items}, next_page_token=token)
+
     # Publisher
 
     def CreateTopic(self, request, context):
@@ -47,10 +54,7 @@ class PubSubService:
         return self.broker.get_topic(request.topic)
 
     def ListTopics(self, request, context):
-        topics, token = self.broker.list_topics(
-            request.project, request.page_size, request.page_token
-        )
-        return w.ListTopicsResponse(topics=topics, next_page_token=token)
+        return self._project_page(request, "topics", w.ListTopicsResponse)
 
     def ListTopicSubscriptions(self, request, context):
         names, token = self.broker.list_topic_subscriptions(
@@ -66,6 +70,12 @@ class PubSubService:
         ids = self.broker.publish(request.topic, request.messages)
         return w.PublishResponse(message_ids=ids)
 
+    def ListTopicSnapshots(self, request, context):
+        names, token = self.broker.list_topic_snapshots(
+            request.topic, request.page_size, request.page_token
+        )
+        return w.ListTopicSnapshotsResponse(snapshots=names, next_page_token=token)
+
     # Subscriber
 
     def CreateSubscription(self, request, context):
@@ -78,10 +88,7 @@ class PubSubService:
         return self.broker.update_subscription(request.subscription, request.update_mask.paths)
 
     def ListSubscriptions(self, request, context):
-        subs, token = self.broker.list_subscriptions(
-            request.project, request.page_size, request.page_token
-        )
-        return w.ListSubscriptionsResponse(subscriptions=subs, next_page_token=token)
+        return self._project_page(request, "subscriptions", w.ListSubscriptionsResponse)
 
     def DeleteSubscription(self, request, context):
         self.broker.delete_subscription(request.subscription)
@@ -107,15 +114,33 @@ class PubSubService:
         return _EMPTY
 
     def Seek(self, request, context):
-        if request.WhichOneof("target") == "time":
+        target = request.WhichOneof("target")
+        if target == "time":
             self.broker.seek(request.subscription, request.time.ToNanoseconds() / 1e9)
             return w.SeekResponse()
+        if target == "snapshot":
+            self.broker.seek_to_snapshot(request.subscription, request.snapshot)
+            return w.SeekResponse()
         self.broker.subscription(request.subscription)
-        if request.WhichOneof("target") == "snapshot":
-            raise ApiError(grpc.StatusCode.UNIMPLEMENTED, "snapshots are not supported")
         raise invalid(
             "No target was specified in the SeekRequest. Must specify either a time or a snapshot"
         )
+
+    def CreateSnapshot(self, request, context):
+        return self.broker.create_snapshot(request.name, request.subscription, request.labels)
+
+    def GetSnapshot(self, request, context):
+        return self.broker.get_snapshot(request.snapshot)
+
+    def ListSnapshots(self, request, context):
+        return self._project_page(request, "snapshots", w.ListSnapshotsResponse)
+
+    def UpdateSnapshot(self, request, context):
+        return self.broker.update_snapshot(request.snapshot, request.update_mask.paths)
+
+    def DeleteSnapshot(self, request, context):
+        self.broker.delete_snapshot(request.snapshot)
+        return _EMPTY
 
     def StreamingPull(self, request_iterator, context):
         first = next(request_iterator, None)
@@ -163,6 +188,18 @@ class PubSubService:
             pass
         self.broker.close_stream(stream)
 
+    # IAMPolicy
+
+    def GetIamPolicy(self, request, context):
+        return self.broker.get_iam_policy(request)
+
+    def SetIamPolicy(self, request, context):
+        return self.broker.set_iam_policy(request)
+
+    def TestIamPermissions(self, request, context):
+        held = self.broker.test_iam_permissions(request)
+        return iam.TestIamPermissionsResponse(permissions=held)
+
 
 _PUBLISHER = {
     "CreateTopic": (w.Topic, False),
@@ -171,6 +208,7 @@ _PUBLISHER = {
     "ListTopicSubscriptions": (w.ListTopicSubscriptionsRequest, False),
     "DeleteTopic": (w.DeleteTopicRequest, False),
     "Publish": (w.PublishRequest, False),
+    "ListTopicSnapshots": (w.ListTopicSnapshotsRequest, False),
 }
 _SUBSCRIBER = {
     "CreateSubscription": (w.Subscription, False),
@@ -182,7 +220,17 @@ _SUBSCRIBER = {
     "Acknowledge": (w.AcknowledgeRequest, False),
     "ModifyAckDeadline": (w.ModifyAckDeadlineRequest, False),
     "Seek": (w.SeekRequest, False),
+    "CreateSnapshot": (w.CreateSnapshotRequest, False),
+    "GetSnapshot": (w.GetSnapshotRequest, False),
+    "ListSnapshots": (w.ListSnapshotsRequest, False),
+    "UpdateSnapshot": (w.UpdateSnapshotRequest, False),
+    "DeleteSnapshot": (w.DeleteSnapshotRequest, False),
     "StreamingPull": (w.StreamingPullRequest, True),
+}
+_IAM_POLICY = {
+    "GetIamPolicy": (iam.GetIamPolicyRequest, False),
+    "SetIamPolicy": (iam.SetIamPolicyRequest, False),
+    "TestIamPermissions": (iam.TestIamPermissionsRequest, False),
 }
 
 
@@ -242,6 +290,9 @@ def build_server(
             ),
             grpc.method_handlers_generic_handler(
                 "google.pubsub.v1.Subscriber", _handlers(service, _SUBSCRIBER)
+            ),
+            grpc.method_handlers_generic_handler(
+                "google.iam.v1.IAMPolicy", _handlers(service, _IAM_POLICY)
             ),
         )
     )

@@ -1,11 +1,11 @@
-"""The records the broker keeps: stored messages, subscriptions, leases and open streams."""
+"""The records the broker keeps: messages, subscriptions, leases, open streams and snapshots."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
 
-from devstack.emulators.pubsub.wire import Subscription
+from devstack.emulators.pubsub.wire import Snapshot, Subscription
 
 
 class Msg:
@@ -120,3 +120,21 @@ class Sub:
             return 0.0
         delay = self.min_backoff * (2 ** max(attempts - 1, 0)) if self.min_backoff else 0.0
         return min(max(delay, self.min_backoff), self.max_backoff)
+
+
+class Snap:
+    """A snapshot: what its subscription had not acknowledged when it was taken, plus every
+    message its topic got since, until it expires."""
+
+    __slots__ = ("name", "config", "messages", "expires", "attached")
+
+    def __init__(self, config: Snapshot, messages: deque, expires: float) -> None:
+        self.name = config.name
+        self.config = config
+        # (Msg, deliveries so far), oldest first.
+        self.messages: deque[tuple[Msg, int]] = messages
+        self.expires = expires
+        # False once its topic was deleted: a topic made again under that name is another
+        # topic, whose messages the snapshot does not get and whose subscriptions cannot seek
+        # to it.
+        self.attached = True

@@ -12,6 +12,9 @@ from devstack.emulators.pubsub.wire import ApiError, Subscription, invalid, not_
 _ID = r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}"
 _TOPIC_RE = re.compile(rf"projects/([^/]+)/topics/({_ID})")
 _SUB_RE = re.compile(rf"projects/([^/]+)/subscriptions/({_ID})")
+_SNAPSHOT_RE = re.compile(rf"projects/([^/]+)/snapshots/({_ID})")
+# Every collection whose members carry an IAM policy in Pub/Sub.
+_IAM_RESOURCE_RE = re.compile(rf"projects/[^/]+/(topics|subscriptions|snapshots|schemas)/({_ID})")
 
 DEFAULT_ACK_DEADLINE = 10
 MAX_ACK_DEADLINE = 600
@@ -46,18 +49,34 @@ IMMUTABLE_SUBSCRIPTION_FIELDS = frozenset(
 )
 
 
+def _check_name(pattern: re.Pattern, collection: str, name: str) -> str:
+    if not pattern.fullmatch(name) or name.rpartition("/")[2].startswith("goog"):
+        raise invalid(f"Invalid [{collection}] name: (name={name})")
+    return name
+
+
 def check_topic_name(name: str) -> str:
     """The name itself if it is a valid topic name, else INVALID_ARGUMENT."""
-    if not _TOPIC_RE.fullmatch(name) or name.rpartition("/")[2].startswith("goog"):
-        raise invalid(f"Invalid [topics] name: (name={name})")
-    return name
+    return _check_name(_TOPIC_RE, "topics", name)
 
 
 def check_subscription_name(name: str) -> str:
     """The name itself if it is a valid subscription name, else INVALID_ARGUMENT."""
-    if not _SUB_RE.fullmatch(name) or name.rpartition("/")[2].startswith("goog"):
-        raise invalid(f"Invalid [subscriptions] name: (name={name})")
-    return name
+    return _check_name(_SUB_RE, "subscriptions", name)
+
+
+def check_snapshot_name(name: str) -> str:
+    """The name itself if it is a valid snapshot name, else INVALID_ARGUMENT."""
+    return _check_name(_SNAPSHOT_RE, "snapshots", name)
+
+
+def iam_resource_kind(name: str) -> str:
+    """'topics', 'subscriptions', 'snapshots' or 'schemas' for a valid resource name, else
+    INVALID_ARGUMENT."""
+    match = _IAM_RESOURCE_RE.fullmatch(name)
+    if match is None or match.group(2).startswith("goog"):
+        raise invalid(f"Invalid resource name given (name={name}).")
+    return match.group(1)
 
 
 def _out_of_range(message: str) -> ApiError:

@@ -28,6 +28,15 @@ PullRequest = _types.PullRequest.pb()
 StreamingPullRequest = _types.StreamingPullRequest.pb()
 SeekRequest = _types.SeekRequest.pb()
 SeekResponse = _types.SeekResponse.pb()
+Snapshot = _types.Snapshot.pb()
+CreateSnapshotRequest = _types.CreateSnapshotRequest.pb()
+GetSnapshotRequest = _types.GetSnapshotRequest.pb()
+ListSnapshotsRequest = _types.ListSnapshotsRequest.pb()
+ListSnapshotsResponse = _types.ListSnapshotsResponse.pb()
+UpdateSnapshotRequest = _types.UpdateSnapshotRequest.pb()
+DeleteSnapshotRequest = _types.DeleteSnapshotRequest.pb()
+ListTopicSnapshotsRequest = _types.ListTopicSnapshotsRequest.pb()
+ListTopicSnapshotsResponse = _types.ListTopicSnapshotsResponse.pb()
 
 
 class ApiError(Exception):
@@ -47,6 +56,11 @@ def invalid(message: str) -> ApiError:
 def not_found(message: str) -> ApiError:
     """A NOT_FOUND error."""
     return ApiError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ApiError:
+    """A FAILED_PRECONDITION error."""
+    return ApiError(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
 # Varints below 2**14 cover every length and delivery count we emit; cache them.
