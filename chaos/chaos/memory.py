@@ -133,6 +133,7 @@ class CgroupMemory(MemoryControl):
         self.group = parent / f"chaos-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         if layout is CGROUP_V2:
             _hand_down_memory(parent)
+        sweep_orphaned_groups(parent)
         self.group.mkdir()
         try:
             if layout is CGROUP_V2:
@@ -192,6 +193,42 @@ class CgroupMemory(MemoryControl):
             os.write(fd, value.encode())
         finally:
             os.close(fd)
+
+
+def sweep_orphaned_groups(parent: Path) -> list[int]:
+    """Kill what a crashed runner left in its groups, remove the groups; the pids killed.
+
+    A runner killed outright cannot reap its executions; their cgroups still name them.
+    Groups are named chaos-<runner pid>-<token>: only those whose runner is gone are swept.
+    """
+    killed = []
+    for group in parent.glob("chaos-*-*"):
+        try:
+            runner_pid = int(group.name.split("-")[1])
+        except ValueError:
+            continue
+        if _alive(runner_pid):
+            continue
+        for child in [c for c in group.iterdir() if c.is_dir()]:
+            procs = child / "cgroup.procs"
+            with contextlib.suppress(OSError):
+                for pid in map(int, procs.read_text().split()):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            _remove_cgroup(child)
+        _remove_cgroup(group)
+    return killed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _hand_down_memory(group: Path) -> None:

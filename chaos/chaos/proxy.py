@@ -136,8 +136,8 @@ def _bind_listener(host: str, port: int) -> socket.socket:
     raise OSError(errno.EADDRINUSE, f"no free port found on {host}")
 
 
-class FaultProxy:
-    """A TCP proxy to one upstream whose faults are set at runtime; see the module docstring."""
+class ProxyEndpoint:
+    """Where a proxy listens (host, and port once started) and what it relays to."""
 
     def __init__(
         self,
@@ -152,6 +152,23 @@ class FaultProxy:
         self.host = host
         self._requested_port = port
         self.port = 0
+
+    @property
+    def address(self) -> str:
+        """host:port to give a client instead of the upstream's (PUBSUB_EMULATOR_HOST)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """http://host:port to give an HTTP client instead of the upstream's (STORAGE_EMULATOR_HOST)."""
+        return f"http://{self.address}"
+
+
+class FaultProxy(ProxyEndpoint):
+    """A TCP proxy to one upstream whose faults are set at runtime; see the module docstring."""
+
+    def __init__(self, upstream: str | tuple[str, int], **where) -> None:
+        super().__init__(upstream, **where)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
@@ -167,22 +184,15 @@ class FaultProxy:
         self._closed_by_refuse = 0
         self._upstream_failures = 0
 
-    # --- addresses -------------------------------------------------------------------------
-    @property
-    def address(self) -> str:
-        """host:port to give a client instead of the upstream's (PUBSUB_EMULATOR_HOST)."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """http://host:port to give an HTTP client instead of the upstream's (STORAGE_EMULATOR_HOST)."""
-        return f"http://{self.address}"
-
     # --- life cycle ------------------------------------------------------------------------
     def start(self) -> FaultProxy:
         """Bind the listening socket and start relaying on the proxy's own thread."""
         if self._thread is not None:
             raise RuntimeError(f"proxy {self.name} already started")
+        # Resolved once: asyncio would otherwise resolve a name on every connection, in a thread.
+        host, port = self.upstream
+        *_, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        self._upstream_sockaddr = sockaddr[:2]
         self._listener = _bind_listener(self.host, self._requested_port)
         self.port = self._listener.getsockname()[1]
         self._loop = asyncio.new_event_loop()
@@ -308,7 +318,7 @@ class FaultProxy:
             connection = Connection(self._loop, self._faults, self._counters, self._forget)
             self._connections.add(connection)
             self._accepted += 1
-            task = self._loop.create_task(connection.open(sock, self.upstream))
+            task = self._loop.create_task(connection.open(sock, self._upstream_sockaddr))
             self._tasks.add(task)
             task.add_done_callback(self._opened)
 

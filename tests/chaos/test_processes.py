@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -176,3 +179,42 @@ def test_cgroup_memory_refuses_to_start_without_cgroups_only_when_asked(monkeypa
     with pytest.raises(OSError):
         memory_control("cgroup")
     assert memory_control("auto").mechanism == "rss-watchdog"
+
+
+ORPHANING_RUNNER = """
+import sys, time
+from chaos.processes import ExecutionRunner
+runner = ExecutionRunner(command=sys.argv[1:], parallelism=1, memory="cgroup").start()
+runner.wait_for_running(1)
+while not runner.records()[0].work_events:
+    time.sleep(0.01)
+print(runner.records()[0].pid, runner.memory.group, flush=True)
+time.sleep(60)  # killed here: its execution is left behind
+"""
+
+
+@pytest.mark.skipif(not cgroups_available(), reason="no writable memory cgroup")
+def test_executions_left_by_a_killed_runner_are_swept_by_the_next_one():
+    crashed = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_RUNNER, *FAKE, "stay"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    pid = None
+    try:
+        pid, group = crashed.stdout.readline().split()
+        crashed.kill()
+        crashed.wait(timeout=10)
+        os.kill(int(pid), 0)  # still running, with nobody to stop it
+
+        memory_control("cgroup").close()  # what the next runner does first
+
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the orphan to be killed")
+        assert not Path(group).exists()
+    finally:
+        crashed.kill()
+        crashed.wait(timeout=10)
+        if pid is not None:  # the sweep failed: do not leave the orphan running
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)

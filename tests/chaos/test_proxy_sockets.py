@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
 from chaos.proxy import FaultProxy, ProxyFault
+from chaos.proxy_process import ProxyProcess
 from tests.chaos.waiting import wait_until
 
 
@@ -235,3 +239,51 @@ def test_a_timed_fault_ends_by_itself_and_is_tallied_by_the_time_it_held(echo_pr
     tally = echo_proxy.stats().faults[ProxyFault.DELAY]
     assert tally.applied == 3
     assert 0.5 <= tally.seconds < 1.0
+
+
+def test_a_proxy_in_a_process_of_its_own_relays_and_injects_faults(echo):
+    with ProxyProcess(echo.address, name="echo") as proxy:
+        with connect(proxy) as client:
+            client.sendall(b"ping")
+            assert client.recv(10) == b"ping"
+        proxy.refuse()
+        with pytest.raises(ConnectionRefusedError):
+            connect(proxy, timeout=1)
+        proxy.clear()
+        proxy.delay(0.2, duration=5)
+        with connect(proxy) as client:
+            started = time.monotonic()
+            client.sendall(b"pong")
+            assert client.recv(10) == b"pong"
+            assert time.monotonic() - started >= 0.4
+        assert proxy.active_faults() == {ProxyFault.DELAY}
+        with pytest.raises(ValueError):  # errors cross the process boundary
+            proxy.delay(-1)
+        stats = proxy.stats()
+        child = proxy.pid
+
+    assert stats.faults[ProxyFault.REFUSE].applied == 1 and stats.connections_accepted == 2
+    assert not Path(f"/proc/{child}").exists()
+    with pytest.raises(ConnectionRefusedError):
+        connect(proxy, timeout=1)
+
+
+ABANDONING_CALLER = """
+import os, sys
+from chaos.proxy_process import ProxyProcess
+proxy = ProxyProcess(("127.0.0.1", int(sys.argv[1]))).start()
+print(proxy.pid, flush=True)
+os._exit(0)  # no clean-up at all: the proxy's process must notice and go
+"""
+
+
+def test_a_proxy_process_goes_when_its_caller_dies(echo):
+    caller = subprocess.run(
+        [sys.executable, "-c", ABANDONING_CALLER, str(echo.address[1])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    child = int(caller.stdout.split()[0])
+
+    wait_until(lambda: not Path(f"/proc/{child}").exists(), "the proxy process to exit")
