@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
 import subprocess
@@ -176,24 +177,32 @@ def test_a_client_whose_upstream_is_down_is_reset_and_counted():
             assert proxy.stats().connections_open == 0
 
 
-def test_stop_closes_every_socket_and_joins_its_thread(echo_proxy):
-    clients = [connect(echo_proxy) for _ in range(3)]
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stop_closes_every_socket_and_joins_its_thread(echo):
+    fds_before = open_fds()
+    proxy = FaultProxy(echo.address, name="echo").start()
+    clients = [connect(proxy) for _ in range(3)]
     for client in clients:
         client.sendall(b"ping")
         assert client.recv(10) == b"ping"
-    echo_proxy.blackhole()  # even held connections must go
+    proxy.blackhole()  # even held connections must go
 
-    echo_proxy.stop()
+    proxy.stop()
 
     for client in clients:
         assert _recv(client) == b""
         client.close()
     with pytest.raises(ConnectionRefusedError):
-        connect(echo_proxy, timeout=1)
-    assert not echo_proxy._thread.is_alive()
+        connect(proxy, timeout=1)
+    assert not proxy._thread.is_alive()
+    # Its listener, both ends of every connection, its event loop's epoll and wake-up pipe.
+    wait_until(lambda: open_fds() <= fds_before, "every descriptor the proxy opened closed")
     with pytest.raises(RuntimeError, match="not running"):
-        echo_proxy.refuse()
-    echo_proxy.stop()  # a second stop is harmless
+        proxy.refuse()
+    proxy.stop()  # a second stop is harmless
 
 
 def test_faults_from_many_threads_at_once_leave_a_consistent_proxy(echo_proxy):
