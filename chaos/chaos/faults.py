@@ -36,6 +36,7 @@ from typing import Protocol
 
 from chaos.processes import ExecutionRunner, ProcessFault
 from chaos.proxy import FaultProxy, ProxyFault
+from chaos.proxy_process import ProxyProcess
 
 PROXY_TARGETS = ("pubsub", "gcs")
 WORKER_TARGET = "worker"
@@ -252,7 +253,7 @@ class FaultInjector:
         self,
         schedule: FaultSchedule,
         *,
-        proxies: Mapping[str, FaultProxy] | None = None,
+        proxies: Mapping[str, FaultProxy | ProxyProcess] | None = None,
         runner: ExecutionRunner | None = None,
         operator: OperatorActions | None = None,
     ) -> None:
@@ -367,7 +368,7 @@ class FaultInjector:
         return (Outcome.APPLIED, task_id) if task_id else (Outcome.SKIPPED, "no candidate task")
 
     @staticmethod
-    def _apply_proxy(proxy: FaultProxy, fault: PlannedFault) -> str:
+    def _apply_proxy(proxy: FaultProxy | ProxyProcess, fault: PlannedFault) -> str:
         if fault.kind is ProxyFault.REFUSE:
             proxy.refuse(fault.duration)
         elif fault.kind is ProxyFault.BLACKHOLE:
