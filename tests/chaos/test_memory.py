@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaos.memory import CGROUP_V1, CGROUP_V2, find_memory_cgroup
+from chaos.cgroups import CGROUP_V1, CGROUP_V2, find_memory_cgroup
 
 V1_MOUNTS = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
