@@ -8,9 +8,9 @@ The pieces, each usable alone:
   for a caller whose own threads would compete with it for the GIL.
 - `chaos.processes.ExecutionRunner`: worker executions (`python -m taskctl worker`) as
   subprocesses, 1-3 at once and started again as they end, which it SIGKILLs, SIGTERMs or
-  memory-limit kills on demand (`chaos.memory`: a memory cgroup, v1 or v2 as `chaos.cgroups`
-  finds it, or an RSS
-  watchdog), recording how every execution ended (`chaos.executions.ExecutionRecord`).
+  memory-limit kills on demand (`chaos.memory`: a memory cgroup, v1 or v2 as found by
+  `chaos.cgroups`, or an RSS watchdog), recording how every execution ended
+  (`chaos.executions.ExecutionRecord`).
 - `chaos.faults`: a schedule of proxy, process and operator faults drawn from one seed
   (same seed, same schedule), and `FaultInjector`, which plays it against the proxies, the
   runner and the campaign's operator actions and reports what it injected by kind.
