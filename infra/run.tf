@@ -21,6 +21,9 @@ locals {
     LOG_LEVEL                   = var.log_level
     # The worker and the API must load the same task modules (deploy the worker first).
     TASK_MODULES = join(",", var.task_modules)
+    # What tasks may read: the API refuses other inputs at submit, the worker again at read.
+    INPUT_PREFIXES  = join(",", var.input_prefixes)
+    MAX_INPUT_BYTES = tostring(var.max_input_bytes)
   }
 
   api_env = {

@@ -391,6 +391,23 @@ variable "task_modules" {
   default     = ["example_tasks"]
 }
 
+variable "input_prefixes" {
+  description = "INPUT_PREFIXES: object prefixes (folders) of the bucket that tasks may read inputs from."
+  type        = list(string)
+  default     = ["uploads/"]
+
+  validation {
+    condition     = length(var.input_prefixes) > 0 && alltrue([for p in var.input_prefixes : endswith(p, "/") && !startswith(p, "/")])
+    error_message = "input_prefixes must name at least one folder, like uploads/."
+  }
+}
+
+variable "max_input_bytes" {
+  description = "MAX_INPUT_BYTES: largest input object a task may read; bigger inputs are refused at submit."
+  type        = number
+  default     = 67108864
+}
+
 variable "log_level" {
   description = "LOG_LEVEL of the API and the worker."
   type        = string
