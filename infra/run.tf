@@ -54,6 +54,9 @@ locals {
     RETRY_MIN_BACKOFF_SECONDS = tostring(var.retry_min_backoff_seconds)
     RETRY_MAX_BACKOFF_SECONDS = tostring(var.retry_max_backoff_seconds)
     CLAIM_SECONDS             = tostring(var.claim_seconds)
+    # 0: the worker reads its budget from the job's memory limit (the container's cgroup).
+    WORKER_MEMORY_MB = tostring(var.worker_memory_mb)
+    TASK_MEMORY_MB   = tostring(var.task_memory_mb)
   }
 }
 

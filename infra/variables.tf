@@ -351,6 +351,18 @@ variable "shutdown_grace_seconds" {
   }
 }
 
+variable "worker_memory_mb" {
+  description = "WORKER_MEMORY_MB: the worker's memory budget in MiB; 0 reads it from the job's memory limit."
+  type        = number
+  default     = 0
+}
+
+variable "task_memory_mb" {
+  description = "TASK_MEMORY_MB: memory a task reserves unless its type declares its own; an isolated run past it is stopped."
+  type        = number
+  default     = 64
+}
+
 variable "claim_seconds" {
   description = "CLAIM_SECONDS: how long a run's claim on its task lasts unless renewed; a task whose execution died runs again after this."
   type        = number

@@ -24,7 +24,9 @@ from google.cloud import storage
 from google.pubsub_v1.types import ReceivedMessage
 
 from background_worker.acks import Settler
+from background_worker.isolation import Isolation
 from background_worker.leases import ClaimKeeper, LeaseKeeper
+from background_worker.memory import MemoryBudget
 from background_worker.results import Message, Outcome, Recorder
 from background_worker.runs import Run
 from taskcore import lifecycle
@@ -93,6 +95,8 @@ class TaskProcessor:
         status: StatusStore,
         storage_retry,
         shutdown: threading.Event,
+        memory: MemoryBudget,
+        isolation: Isolation,
     ) -> None:
         self.settings = settings
         self.task_types = task_types
@@ -104,6 +108,8 @@ class TaskProcessor:
         self.status = status
         self.storage_retry = storage_retry
         self.shutdown = shutdown
+        self.memory = memory
+        self.isolation = isolation
         self.execution = settings.cloud_run_execution or "local"
         self.recorder = Recorder(
             settings,
@@ -221,9 +227,7 @@ class TaskProcessor:
     def _run(self, item, message, delivery, task_type, envelope, payload, record, verdict):
         """Run the task once and record it; None when it must be judged again first."""
         attempt = (record.attempts if record else 0) + 1
-        # A run that died holding the task may have been killed by this very task (memory,
-        # a crash): the next runs are isolated from the rest of the execution.
-        isolated = verdict == Verdict.TAKE_OVER or bool(record and record.interruptions)
+        suspect = _suspect(record, verdict, message.delivery_attempt)
         run = Run(
             settings=self.settings,
             bucket=self.bucket,
@@ -236,11 +240,14 @@ class TaskProcessor:
             delivery_attempt=message.delivery_attempt or 0,
             execution=self.execution,
             storage_retry=self.storage_retry,
-            claimed=verdict == Verdict.TAKE_OVER,
-            isolated=isolated,
+            claimed=suspect,
+            isolated=suspect or task_type.isolated,
+            isolation=self.isolation,
         )
-        if verdict == Verdict.TAKE_OVER:
-            # Claim before running: the dead run's claim is taken over (and counted).
+        if suspect:
+            # Claim before running, so the suspicion is on record (a re-published message
+            # starts its delivery count afresh): a dead run's claim is taken over and
+            # counted, and a delivery no run ever settled counts as an interruption too.
             taken = self.status.transition(
                 delivery.task_id,
                 lifecycle.claim(
@@ -250,16 +257,25 @@ class TaskProcessor:
                     utcnow(),
                     self.settings.claim_seconds,
                     isolated=True,
+                    vanished=verdict != Verdict.TAKE_OVER,
                 ),
             )
             if taken.refused:
                 return None
             attempt = run.attempt = run.ctx.run_attempt = taken.record.attempts
         item.run, item.attempt = run, attempt
-        self.leases.hold(message.ack_id, run.ctx.deadline + LEASE_MARGIN_SECONDS)
-        if self.shutdown.is_set():
-            run.stop(SHUTDOWN)
-        result = run.execute()
+        # Wait (message leased) until the run's memory fits in the execution's budget.
+        self.leases.hold(message.ack_id, time.monotonic() + self.settings.claim_seconds * 2)
+        if not self.memory.reserve(run.reservation_mb, self.shutdown):
+            self.settler.nack([message.ack_id])
+            return Outcome.RELEASED
+        try:
+            self.leases.hold(message.ack_id, run.ctx.deadline + LEASE_MARGIN_SECONDS)
+            if self.shutdown.is_set():
+                run.stop(SHUTDOWN)
+            result = run.execute()
+        finally:
+            self.memory.release(run.reservation_mb)
         outcome, failure = self.recorder.record(message, delivery, result)
         if failure is not None:
             item.error_type, item.error_message = failure.error_type, failure.message
@@ -377,6 +393,20 @@ def _delivery(envelope, attributes: dict[str, str], message_id: str) -> Delivery
         replay_count=int(raw),
         replay_of=attributes.get("replay_of") or None,
     )
+
+
+def _suspect(record: TaskStatus | None, verdict: Verdict, delivery_attempt: int | None) -> bool:
+    """Whether the task may have killed an execution, so its run must be isolated.
+
+    A run that died holding the task (its claim expired), or a delivery that came back more
+    often than the task failed: an execution ended without settling it. This very task may
+    have killed it (memory, a crash), even before it could claim anything, so it runs in a
+    child process from now on, apart from the tasks beside it.
+    """
+    if verdict == Verdict.TAKE_OVER or (record is not None and record.interruptions):
+        return True
+    unexplained = (delivery_attempt or 1) - 1 - (record.failures if record else 0)
+    return unexplained > 0
 
 
 def _valid_task_id(task_id: str) -> bool:

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 
 from google.cloud import storage
 
+from background_worker.isolation import ChildSpec, Isolation
 from background_worker.leases import ClaimedRun, ClaimKeeper
+from background_worker.memory import CHILD_OVERHEAD_MB
 from taskcore.context import SHUTDOWN, SUPERSEDED, RunContext, RunStopped
 from taskcore.envelope import TaskEnvelope
 from taskcore.failures import Failure, classify
 from taskcore.lifecycle import Delivery
 from taskcore.settings import Settings
-from taskcore.status import OutputRef
+from taskcore.status import OutputRef, Progress
 from taskcore.tasks import TaskType
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ class RunResult:
     seconds: float = 0.0
 
 
+def _outputs(refs: list[dict]) -> list[OutputRef]:
+    return [OutputRef.model_validate(ref) for ref in refs]
+
+
 def new_run_id(attempt: int) -> str:
     """A run's id: its attempt number and a random part (two runs may share a number)."""
     return f"{attempt}-{secrets.token_hex(3)}"
@@ -77,9 +83,15 @@ class Run:
         storage_retry,
         claimed: bool = False,
         isolated: bool = False,
+        isolation: Isolation | None = None,
     ) -> None:
         self.task_type = task_type
         self.payload = payload
+        self.envelope = envelope
+        self.settings = settings
+        self.isolated = isolated and isolation is not None
+        self.isolation = isolation
+        self.memory_mb = task_type.memory_mb or settings.task_memory_mb
         self.run_id = new_run_id(attempt)
         self.attempt = attempt
         self.claims = claims
@@ -114,10 +126,23 @@ class Run:
         """Ask the run to stop at its next check (shutdown, cancellation)."""
         self.ctx.stop(reason)
 
+    @property
+    def reservation_mb(self) -> int:
+        """The memory this run holds while it runs (a child process costs its own too)."""
+        return self.memory_mb + (CHILD_OVERHEAD_MB if self.isolated else 0)
+
     def execute(self) -> RunResult:
-        """Run the handler and classify how it ended."""
+        """Run the handler (here, or isolated in a child) and classify how it ended."""
         started = time.monotonic()
         self.claims.watch(self.claim)
+        if self.isolated:
+            try:
+                result = self._execute_isolated()
+            finally:
+                watched = self.claims.forget(self.run_id)
+            result.claimed = bool(watched and watched.claimed)
+            result.seconds = time.monotonic() - started
+            return result
         try:
             self.task_type.handler(self.ctx, self.payload)
             # A handler that returns has finished its work, even if it was asked to stop
@@ -145,3 +170,33 @@ class Run:
         result.claimed = bool(watched and watched.claimed)
         result.seconds = time.monotonic() - started
         return result
+
+    def _execute_isolated(self) -> RunResult:
+        spec = ChildSpec(
+            settings=self.settings,
+            task_type=self.task_type.name,
+            payload=self.payload.model_dump(mode="json"),
+            task_id=self.envelope.task_id,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            delivery_attempt=self.ctx.delivery_attempt,
+            time_limit=self.ctx.time_limit,
+            inputs=dict(self.envelope.inputs),
+            memory_mb=self.memory_mb,
+        )
+        log.info("running the task isolated in a child process")
+        outcome = self.isolation.run(
+            spec,
+            stopped=lambda: self.ctx.stopped,
+            on_progress=lambda raw: self.claims.report_progress(
+                self.run_id, Progress.model_validate(raw)
+            ),
+        )
+        if outcome.end == "ok":
+            return RunResult(
+                RunEnd.SUCCEEDED, self.run_id, self.attempt, outputs=_outputs(outcome.outputs)
+            )
+        if outcome.end == "stopped" or self.ctx.stopped:
+            reason = self.ctx.stop_reason or outcome.stop_reason or SHUTDOWN
+            return RunResult(RunEnd.STOPPED, self.run_id, self.attempt, stop_reason=reason)
+        return RunResult(RunEnd.FAILED, self.run_id, self.attempt, failure=outcome.failure)

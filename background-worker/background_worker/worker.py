@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from google.api_core import exceptions as gexc
 
 from background_worker.acks import Settler
+from background_worker.isolation import Isolation
 from background_worker.leases import ClaimKeeper, LeaseKeeper
+from background_worker.memory import MemoryBudget
 from background_worker.processing import InFlight, Outcome, TaskProcessor
 from background_worker.storage_gate import StorageGate
 from taskcore import lifecycle
@@ -100,6 +102,8 @@ class Worker:
         self.leases = LeaseKeeper(self.settler, settings.ack_deadline_seconds)
         self.claims = ClaimKeeper(self.status, settings.claim_seconds)
         self.gate = StorageGate(self.bucket, settings.infra_retry_seconds, self.shutdown)
+        self.memory = MemoryBudget.for_settings(settings.worker_memory_mb)
+        self.isolation = Isolation(settings.task_modules)
         self.processor = TaskProcessor(
             settings,
             task_types if task_types is not None else load_task_modules(settings.task_modules),
@@ -111,6 +115,8 @@ class Worker:
             self.status,
             self.retry,
             self.shutdown,
+            self.memory,
+            self.isolation,
         )
 
     def run(self) -> ExecutionSummary:
@@ -135,7 +141,13 @@ class Worker:
                 if summary.outcomes[Outcome.INFRASTRUCTURE.value] and not self.gate.wait_until_up():
                     failure = "storage unreachable"
                     break
-                free = settings.worker_concurrency - len(in_flight)
+                # Threads free, and memory for as many tasks as a task reserves by default.
+                free = min(
+                    settings.worker_concurrency - len(in_flight),
+                    self.memory.slots(settings.task_memory_mb),
+                )
+                if free <= 0 and not in_flight:
+                    free = 1  # a budget smaller than one task: still run them one at a time
                 if free <= 0:
                     done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     last_activity = self._collect(done, in_flight, summary) or last_activity

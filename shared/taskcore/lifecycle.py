@@ -135,8 +135,13 @@ def claim(
     lease_seconds: float,
     *,
     isolated: bool = False,
+    vanished: bool = False,
 ):
-    """Claim the task for run `run_id` (state running), unless someone else holds or ended it."""
+    """Claim the task for run `run_id` (state running), unless someone else holds or ended it.
+
+    vanished: its message came back without any run having settled it (an execution died
+    with it before claiming anything): counted as an interruption, as an expired claim is.
+    """
 
     def change(record: TaskStatus | None):
         refusal = _guard(record, delivery, run_id, now)
@@ -146,11 +151,14 @@ def claim(
         if base.run is not None and base.run.id == run_id:
             return None  # already ours
         interrupted = base.run is not None  # its claim expired: that run's execution died
+        interruptions = base.interruptions + int(interrupted)
+        if vanished and not interrupted:
+            interruptions = max(interruptions, 1)
         return base.entering(
             TaskState.RUNNING,
             now,
             attempts=base.attempts + 1,
-            interruptions=base.interruptions + int(interrupted),
+            interruptions=interruptions,
             run=RunClaim(
                 id=run_id,
                 execution=execution,

@@ -196,6 +196,23 @@ class Settings(BaseModel):
         "Largest input object a task may read; the API refuses bigger inputs at submit (400).",
         gt=0,
     )
+    worker_memory_mb: int = _env(
+        "WORKER_MEMORY_MB",
+        0,
+        "worker",
+        "Memory the execution may use, in MiB; 0 reads the container's cgroup limit (else the "
+        "machine's memory). Tasks start only while their reservations fit in it.",
+        ge=0,
+    )
+    task_memory_mb: int = _env(
+        "TASK_MEMORY_MB",
+        64,
+        "worker",
+        "Memory a task reserves unless its type declares @task(memory_mb=...); an isolated "
+        "run that goes past it is stopped as resource_exhausted.",
+        ge=1,
+        le=65536,
+    )
     infra_retry_seconds: float = _env(
         "INFRA_RETRY_SECONDS",
         120.0,

@@ -70,6 +70,12 @@ class TaskType:
     # Exceptions this type's handler raises that no retry can fix (beyond PermanentTaskError).
     permanent_errors: tuple[type[BaseException], ...] = ()
     module: str = ""
+    # Memory one run may use, in MiB (None: TASK_MEMORY_MB); the worker runs no more tasks at
+    # once than its budget has room for, and kills an isolated run that goes past it.
+    memory_mb: int | None = None
+    # Always run in a child process of its own (the worker isolates a task by itself once
+    # a run of it died with its execution).
+    isolated: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of this type's payload."""
@@ -93,13 +99,17 @@ def task(
     queue: str | None = None,
     description: str | None = None,
     permanent: Iterable[type[BaseException]] = (),
+    memory_mb: int | None = None,
+    isolated: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Declare the decorated function as the handler of task type `name` (default: its name).
 
     time_limit: seconds one run may take (default TASK_TIMEOUT_SECONDS);
     queue: the queue its tasks are routed to (default "default");
     description: shown by /task-types and /docs (default: the docstring's first paragraph);
-    permanent: exception types that mean a retry cannot help (dead-lettered at once).
+    permanent: exception types that mean a retry cannot help (dead-lettered at once);
+    memory_mb: the memory one run may use (default TASK_MEMORY_MB);
+    isolated: run each run in a child process of its own (CPU-bound or untrusted code).
     """
 
     def decorate(fn: Handler) -> Handler:
@@ -112,6 +122,8 @@ def task(
             description=description if description is not None else _summary(fn),
             permanent_errors=_exception_types(permanent),
             module=fn.__module__,
+            memory_mb=_memory(memory_mb),
+            isolated=bool(isolated),
         )
         check_task_type(declared)
         _declare(declared)
@@ -177,6 +189,12 @@ def _time_limit(value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise TypeError(f"time_limit must be a positive number of seconds, not {value!r}")
     return float(value) if value is not None else None
+
+
+def _memory(value: int | None) -> int | None:
+    if value is not None and not (isinstance(value, int) and 0 < value <= 65536):
+        raise TypeError(f"memory_mb must be a whole number of MiB from 1 to 65536, not {value!r}")
+    return value
 
 
 def _exception_types(types: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:

@@ -10,12 +10,13 @@ from taskcore.envelope import build_envelope
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore, TaskStatus
+from taskcore.tasks import load_task_modules
 from tests.registries import builtin_registry
 
 
 def publish_tasks(settings: Settings, specs: list[tuple[str, dict]]) -> list[str]:
     """Publish (task_type, fields) specs as envelopes; return their task ids."""
-    registry = builtin_registry()
+    registry = load_task_modules(settings.task_modules)
     publisher = Publisher(settings)
     try:
         ids = []
