@@ -392,6 +392,7 @@ def _delivery(envelope, attributes: dict[str, str], message_id: str) -> Delivery
         submitted_at=envelope.submitted_at,
         replay_count=int(raw),
         replay_of=attributes.get("replay_of") or None,
+        payload=envelope.payload,
     )
 
 

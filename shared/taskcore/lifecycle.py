@@ -17,11 +17,13 @@ record whenever someone else wrote first. So each rule is judged against the lat
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from taskcore.status import (
     ENDED,
+    PAYLOAD_KEPT_BYTES,
     TERMINAL,
     DeadLetterInfo,
     ErrorInfo,
@@ -48,6 +50,15 @@ class Delivery:
     submitted_at: datetime | None = None
     replay_count: int = 0
     replay_of: str | None = None
+    payload: dict | None = None
+
+
+def kept_payload(payload: dict | None) -> tuple[dict | None, int | None]:
+    """(the payload if small enough to keep in the record, its size as JSON)."""
+    if payload is None:
+        return None, None
+    size = len(json.dumps(payload, separators=(",", ":"), default=str).encode("utf-8"))
+    return (payload if size <= PAYLOAD_KEPT_BYTES else None), size
 
 
 class Verdict(enum.StrEnum):
@@ -102,6 +113,7 @@ def _guard(record: TaskStatus | None, delivery: Delivery, run_id: str, now: date
 def _base(record: TaskStatus | None, delivery: Delivery) -> TaskStatus:
     """The record to change: the existing one, or a fresh one for a task seen the first time."""
     if record is None:
+        payload, payload_bytes = kept_payload(delivery.payload)
         return TaskStatus(
             task_id=delivery.task_id,
             task_type=delivery.task_type,
@@ -111,6 +123,8 @@ def _base(record: TaskStatus | None, delivery: Delivery) -> TaskStatus:
             message_id=delivery.message_id,
             replay_count=delivery.replay_count,
             replay_of=delivery.replay_of,
+            payload=payload,
+            payload_bytes=payload_bytes,
         )
     if newer_life(delivery, record):
         # A replay starts a new life: a fresh retry budget; the history and errors stay.

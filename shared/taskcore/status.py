@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 STATUS_PREFIX = "status/"
 # Errors and state changes a record remembers (oldest dropped first).
 HISTORY_LIMIT = 30
+# A record keeps its task's payload up to this size (as JSON), so records stay small.
+PAYLOAD_KEPT_BYTES = 16 * 1024
 
 
 class TaskState(enum.StrEnum):
@@ -161,6 +163,10 @@ class TaskStatus(BaseModel):
     finished_at: datetime | None = None
     execution: str | None = None
     message_id: str | None = None
+    # The task's payload as submitted (operators see it on the task's page); a payload over
+    # PAYLOAD_KEPT_BYTES is not kept here, only its size.
+    payload: dict[str, Any] | None = None
+    payload_bytes: int | None = None
     replay_count: int = 0
     # A replay with a changed payload runs as a new task: the link both ways.
     replay_of: str | None = None
