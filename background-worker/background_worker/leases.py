@@ -109,6 +109,7 @@ class ClaimedRun:
     progress: Progress | None = None
     progress_written: Progress | None = None
     last_write: float = 0.0
+    next_cancel_check: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
 
@@ -118,6 +119,8 @@ class ClaimKeeper:
 
     TICK_SECONDS = 0.25
     PROGRESS_SECONDS = 1.0  # GCS allows about one write per second to one object
+    # A running task's record is read this often for a cancellation (between renewals).
+    CANCEL_POLL_SECONDS = 2.0
 
     def __init__(self, store: StatusStore, claim_seconds: float) -> None:
         self.store = store
@@ -196,6 +199,13 @@ class ClaimKeeper:
                 run.next_renewal = now + self.renew_every
                 run.last_write = now
                 return
+            if now >= run.next_cancel_check and now < run.next_renewal:
+                run.next_cancel_check = now + self.CANCEL_POLL_SECONDS
+                stored = self.store.read(run.delivery.task_id)
+                if stored is not None and stored.record.cancel_requested_at is not None:
+                    run.done = True
+                    run.on_lost("cancelled")
+                    return
             progress_due = (
                 run.progress is not None
                 and run.progress is not run.progress_written

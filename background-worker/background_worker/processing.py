@@ -212,8 +212,7 @@ class TaskProcessor:
                     self.settler.ack(message.ack_id)
                     return Outcome.DUPLICATE
                 if verdict == Verdict.CANCELLED:
-                    self.settler.ack(message.ack_id)
-                    return Outcome.CANCELLED
+                    return self.recorder.finish_cancelled(message, envelope.task_id, None)
                 if verdict == Verdict.DEAD:
                     return self._already_dead(message, record)
                 if self._deliveries_running_out(message):

@@ -115,6 +115,8 @@ class Recorder:
             if reason == "held" and self.wait_for_claim(message, delivery.task_id):
                 continue  # another run holds it; once its claim ends, judge again
             self._discard(delivery.task_id, result.run_id)
+            if reason == "cancelled":  # cancelled while it ran: its result does not count
+                return self.finish_cancelled(message, delivery.task_id, result.run_id)
             if reason == "held":  # shutting down while waiting
                 self.settler.nack([message.ack_id])
                 return Outcome.RELEASED
@@ -148,12 +150,20 @@ class Recorder:
             self.settler.nack([message.ack_id])
             return Outcome.RELEASED
         if result.stop_reason == CANCELLED:
-            self.settler.ack(message.ack_id)
-            return Outcome.CANCELLED
+            return self.finish_cancelled(message, delivery.task_id, result.run_id)
         # Superseded: another run holds the task. Come back once its claim has run out; by
         # then it has ended (a duplicate) or died (this message takes over).
         self.settler.delay(message.ack_id, self.settings.claim_seconds)
         return Outcome.RELEASED
+
+    def finish_cancelled(self, message: Message, task_id: str, run_id: str | None) -> Outcome:
+        """Record the task cancelled (unless it ended otherwise meanwhile), then ack."""
+        done = self.status.transition(task_id, lifecycle.cancelled(run_id, utcnow()))
+        if done.refused:  # another run holds it: leave the message for after its claim
+            self.settler.delay(message.ack_id, self.settings.claim_seconds)
+            return Outcome.RELEASED
+        self.settler.ack(message.ack_id)
+        return Outcome.CANCELLED
 
     def _release_claim(self, task_id: str, run_id: str) -> None:
         try:
@@ -182,6 +192,8 @@ class Recorder:
             ),
         )
         if done.refused:
+            if done.refusal.reason == "cancelled":
+                return self.finish_cancelled(message, delivery.task_id, result.run_id)
             if done.refusal.reason == "held":
                 # Another run holds the task: this failure does not count.
                 self.settler.delay(message.ack_id, self.settings.claim_seconds)

@@ -18,7 +18,7 @@ from google.cloud import storage
 from background_worker.isolation import ChildSpec, Isolation
 from background_worker.leases import ClaimedRun, ClaimKeeper
 from background_worker.memory import CHILD_OVERHEAD_MB
-from taskcore.context import SHUTDOWN, SUPERSEDED, RunContext, RunStopped
+from taskcore.context import CANCELLED, SHUTDOWN, SUPERSEDED, RunContext, RunStopped
 from taskcore.envelope import TaskEnvelope
 from taskcore.failures import Failure, classify
 from taskcore.lifecycle import Delivery
@@ -118,7 +118,12 @@ class Run:
         )
 
     def _lost(self, reason: str) -> None:
-        # The claim could not be made or kept: another run holds the task, or it ended.
+        # The claim could not be made or kept: the task was cancelled, another run holds it,
+        # or it ended.
+        if reason == "cancelled":
+            log.info("run %s stops: the task was cancelled", self.run_id)
+            self.ctx.stop(CANCELLED)
+            return
         log.warning("run %s lost its claim (%s); stopping it", self.run_id, reason)
         self.ctx.stop(SUPERSEDED)
 

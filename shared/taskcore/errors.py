@@ -105,3 +105,41 @@ class ApiRequestError(TaskPipelineError):
         self.status = status
         self.code = code
         self.details = details or []
+
+
+# --- what TaskClient raises (the API answered, or could not be reached) -------------------
+
+
+class TaskApiError(TaskPipelineError):
+    """Raised when the task API refuses or fails a client's request; .status, .code, .details."""
+
+    def __init__(self, message: str, *, status: int, code: str, details=None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details or []
+        self.retry_after: float | None = None
+
+
+class TaskRejectedError(TaskApiError):
+    """Raised when the API refuses a task or request as invalid (400, 413, 415, 422)."""
+
+
+class TaskApiAuthError(TaskApiError):
+    """Raised when the API key or identity token is missing or not accepted (401, 403)."""
+
+
+class TaskNotFoundError(TaskApiError):
+    """Raised when no task (or output) of that id is known (404)."""
+
+
+class TaskConflictError(TaskApiError):
+    """Raised when the request conflicts with the task's state, e.g. cancelling a finished one."""
+
+
+class TaskApiUnavailableError(TaskApiError):
+    """Raised when the API stays unreachable or busy (5xx, 429) through every retry."""
+
+
+class TaskWaitTimeoutError(TaskApiError):
+    """Raised when TaskClient.wait runs out of time before the task finishes."""

@@ -90,8 +90,11 @@ def assess(record: TaskStatus | None, delivery: Delivery, now: datetime) -> Verd
         return Verdict.CANCELLED
     if record.state == TaskState.DEAD_LETTERED and not newer_life(delivery, record):
         return Verdict.DEAD
+    live = record.run is not None and record.run.live(now)
+    if record.cancel_requested_at is not None and not live:
+        return Verdict.CANCELLED  # asked to stop, and nobody runs it any more
     if record.run is not None:
-        return Verdict.WAIT if record.run.live(now) else Verdict.TAKE_OVER
+        return Verdict.WAIT if live else Verdict.TAKE_OVER
     return Verdict.RUN
 
 
@@ -107,6 +110,8 @@ def _guard(record: TaskStatus | None, delivery: Delivery, run_id: str, now: date
         return Refusal("dead_lettered", record)
     if record.run is not None and record.run.id != run_id and record.run.live(now):
         return Refusal("held", record, f"run {record.run.id} holds the task")
+    if record.cancel_requested_at is not None:
+        return Refusal("cancelled", record, "the task was cancelled")
     return None
 
 
@@ -195,6 +200,8 @@ def renew(run_id: str, now: datetime, lease_seconds: float, progress: Progress |
     def change(record: TaskStatus | None):
         if record is None or record.run is None or record.run.id != run_id:
             return Refusal("lost", record, "the claim is no longer this run's")
+        if record.cancel_requested_at is not None:
+            return Refusal("cancelled", record, "the task was cancelled")
         run = record.run.model_copy(update={"lease_until": now + timedelta(seconds=lease_seconds)})
         update = {"run": run}
         if progress is not None:
@@ -284,6 +291,47 @@ def release(run_id: str, now: datetime):
             return None
         state = TaskState.RETRYING if record.failures else TaskState.QUEUED
         return record.entering(state, now, run=None)
+
+    return change
+
+
+def request_cancel(now: datetime):
+    """DELETE /tasks/<id>: cancel a task that has not run yet at once; ask a running one to stop.
+
+    Refused ("finished") for a task that succeeded, was dead-lettered or was cancelled.
+    """
+
+    def change(record: TaskStatus | None):
+        if record is None:
+            return Refusal("not_found", None)
+        if record.state in ENDED:
+            return Refusal("finished", record)
+        if record.run is not None and record.run.live(now):
+            if record.cancel_requested_at is not None:
+                return None  # asked already
+            return record.model_copy(update={"cancel_requested_at": now})
+        return record.entering(
+            TaskState.CANCELLED, now, run=None, cancel_requested_at=now, finished_at=now
+        )
+
+    return change
+
+
+def cancelled(run_id: str | None, now: datetime):
+    """The run that was asked to stop (or, with no live run, anyone) ends the task cancelled."""
+
+    def change(record: TaskStatus | None):
+        if record is None or record.state in ENDED:
+            return None
+        if record.run is not None and record.run.id != run_id and record.run.live(now):
+            return Refusal("held", record)
+        return record.entering(
+            TaskState.CANCELLED,
+            now,
+            run=None,
+            cancel_requested_at=record.cancel_requested_at or now,
+            finished_at=now,
+        )
 
     return change
 

@@ -156,6 +156,8 @@ class TaskStatus(BaseModel):
     run: RunClaim | None = None
     outputs: list[OutputRef] = Field(default_factory=list)
     progress: Progress | None = None
+    # DELETE /tasks/<id> on a running task: its run stops at its next check and says so.
+    cancel_requested_at: datetime | None = None
     dead_letter: DeadLetterInfo | None = None
     submitted_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
