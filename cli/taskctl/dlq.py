@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -70,12 +71,41 @@ def _filter(task_ids=(), task_type=None, error=None, since=None, everything=Fals
     )
 
 
+# Control, format (bidi overrides, zero-width), surrogate and line/paragraph separator
+# characters: in a terminal they move the cursor, recolour, retitle or reorder what follows.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """text with each character a terminal would obey rather than show written as an escape.
+
+    Dead letters carry whatever a client or a handler put in them (task ids, types, error
+    messages): an operator's terminal must show that text, never act on it.
+    """
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _HIDDEN_CATEGORIES else char for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_text(value: Any, **options: Any) -> str:
+    """JSON for the terminal: ensure_ascii escapes every control and non-ASCII character
+    but DEL, which is escaped here (still valid JSON: DEL can only be inside a string)."""
+    return json.dumps(value, ensure_ascii=True, **options).replace("\x7f", "\\u007f")
+
+
 def _short(path: str | None) -> str:
     return (path or "-").rsplit("/", 1)[-1]
 
 
 def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -98,7 +128,7 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
     listing = browse(settings, flt, store=StatusStore(_bucket(settings)), limit=limit)
     if as_json:
         click.echo(
-            json.dumps(
+            _json_text(
                 {
                     "in_dlq": listing.total,
                     "matched": listing.matched_count,
@@ -110,12 +140,12 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
         return
     rows = [
         (
-            letter.task_id,
-            letter.task_type or "-",
+            printable(letter.task_id),
+            printable(letter.task_type or "-"),
             _cut(f"{letter.error_type}: {letter.error_message}", 60),
             str(letter.attempts),
             letter.dead_lettered_at.strftime("%Y-%m-%d %H:%M:%SZ"),
-            _short(letter.source_subscription),
+            printable(_short(letter.source_subscription)),
         )
         for letter in listing.shown
     ]
@@ -149,7 +179,7 @@ def show(task_id: str) -> None:
     for letter in listing.shown:
         letter.status = status
         records.append(letter.record())
-    click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+    click.echo(_json_text(records[0] if len(records) == 1 else records, indent=2))
 
 
 def _confirmer(verb: str, where: str, yes: bool, seen: dict[str, int]) -> Callable[[int], bool]:
@@ -162,13 +192,14 @@ def _confirmer(verb: str, where: str, yes: bool, seen: dict[str, int]) -> Callab
 
 def _finish(result, as_json: bool, summary: str) -> None:
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        click.echo(_json_text(result.as_dict(), indent=2, default=str))
     else:
         click.echo(summary, err=True)
         for failure in result.failed[:20]:
-            click.echo(f"  failed {failure.get('task_id', '')}: {failure['error']}", err=True)
+            failed = f"{failure.get('task_id', '')}: {failure['error']}"
+            click.echo(f"  failed {printable(failed)}", err=True)
         if result.audit_error:
-            click.echo(f"  {result.audit_error}", err=True)
+            click.echo(f"  {printable(result.audit_error)}", err=True)
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if not result.ok:
@@ -186,8 +217,9 @@ def _guard(operation: Callable[[], Any]) -> Any:
         raise click.UsageError(f"{exc} (--all, --task-id, --task-type, --error, --since)") from None
     except ReplayRefused as exc:
         for problem in exc.problems[:20]:
-            click.echo(f"  invalid {problem['task_id']}: {problem['error']}", err=True)
-        raise click.ClickException(str(exc)) from None
+            invalid = f"{problem['task_id']}: {problem['error']}"
+            click.echo(f"  invalid {printable(invalid)}", err=True)
+        raise click.ClickException(printable(str(exc))) from None
     except InfrastructureError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -239,9 +271,9 @@ def replay(
     if dry_run:
         if not as_json:
             for item in result.preview if patches else []:
-                click.echo(json.dumps(item, sort_keys=True))
+                click.echo(_json_text(item, sort_keys=True))
             for task_id in result.task_ids:
-                click.echo(task_id)
+                click.echo(printable(task_id))
         summary = (
             f"Dry run: would replay {result.selected} of {result.matched} matching "
             f"({result.in_dlq} in the DLQ); nothing changed."
@@ -289,7 +321,7 @@ def purge(everything, task_ids, task_type, error, since, archive, limit, dry_run
         summary = f"Dry run: would purge {result.selected} of {result.in_dlq}; nothing changed."
         if not as_json:
             for task_id in result.task_ids:
-                click.echo(task_id)
+                click.echo(printable(task_id))
     elif result.cancelled:
         summary = "Cancelled; nothing changed."
     else:

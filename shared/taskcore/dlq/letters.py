@@ -165,7 +165,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(text)
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:  # further back than datetime reaches (year 1)
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         return _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
     except ValueError:
@@ -234,7 +237,9 @@ class DeadLetterFilter:
         """Build from JSON or query arguments; ValueError says what is wrong."""
 
         def id_set(name: str) -> frozenset[str]:
-            value = data.get(name) or []
+            value = data.get(name)
+            if value is None:
+                return frozenset()
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -250,9 +255,12 @@ class DeadLetterFilter:
             return value
 
         since = text("since")
-        everything = data.get("all", False)
-        if isinstance(everything, str):
-            everything = everything.lower() in ("1", "true", "yes")
+        everything = data.get("all")
+        if everything is None:
+            everything = False
+        elif not isinstance(everything, bool):
+            # `all` empties the DLQ in one call: only an explicit JSON true may mean that.
+            raise ValueError("all must be true or false (a JSON boolean)")
         return cls(
             task_ids=id_set("task_ids"),
             message_ids=id_set("message_ids"),
