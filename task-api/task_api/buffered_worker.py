@@ -7,8 +7,13 @@ Here the worker's event loop reads each request (headers and body, up to the lar
 any route accepts) without blocking, alongside every other connection, and submits it to
 the thread pool only when it is complete. A request not complete within
 REQUEST_READ_TIMEOUT_SECONDS of its connection (or, kept alive, of its first byte) is
-answered 408 and closed, still without a thread; a body over the limit is answered 413 at
-once. Threads only ever serve requests that are already in memory.
+answered 408 and closed, still without a thread. A body over that limit is handed over
+once the limit is passed: the route refuses it (413) without needing the rest. Threads
+only ever read requests that are already in memory.
+
+Closing a connection never blocks the event loop either: gunicorn's graceful close waits
+up to 2 s for the client to close its side, which a client that does not blocks every
+other connection of the worker for; here the wait happens in the event loop instead.
 
 Plain HTTP/1.x only, which is what Cloud Run speaks to a container unless end-to-end HTTP/2
 is turned on; gunicorn_options() configures neither TLS nor HTTP/2.
@@ -28,7 +33,7 @@ from functools import partial
 from gunicorn.http.unreader import Unreader
 from gunicorn.workers.gthread import ThreadWorker
 
-from task_api.request_framing import COMPLETE, INCOMPLETE, TOO_LARGE, RequestFrame
+from task_api.request_framing import INCOMPLETE, TOO_LARGE, RequestFrame
 
 RECV_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -109,6 +114,7 @@ class BufferingThreadWorker(ThreadWorker):
             deadline=time.monotonic() + self.read_timeout,
         )
         self._reading[conn] = reading
+        self._close_without_blocking(conn)
         # A kept-alive connection may hold bytes of its next request already read.
         if conn.parser is not None and self._feed(conn, conn.parser.unreader.take_buffered()):
             return
@@ -129,6 +135,8 @@ class BufferingThreadWorker(ThreadWorker):
     def handle_request(self, req, conn):
         # The body is here already: asking for it (100 Continue) would only confuse.
         req._expected_100_continue = False
+        if getattr(conn, "cut_short", False):
+            req.must_close = True  # the body's rest is still on its way: not a next request
         return super().handle_request(req, conn)
 
     # --- reading in the event loop -----------------------------------------------------------
@@ -162,20 +170,10 @@ class BufferingThreadWorker(ThreadWorker):
         outcome = reading.frame.feed(data)
         if outcome == INCOMPLETE:
             return False
+        # COMPLETE, or TOO_LARGE: what arrived already passes the route's limit, and the
+        # route refuses it (413) from that; the rest is never read, so the connection closes.
         self._stop_reading(conn)
-        if outcome == TOO_LARGE:
-            self._refuse(
-                conn,
-                error_answer(
-                    413,
-                    "Content Too Large",
-                    "request_too_large",
-                    f"the request body is larger than the {self.max_body_bytes}-byte "
-                    "limit of every route",
-                ),
-            )
-            return True
-        assert outcome == COMPLETE
+        conn.cut_short = outcome == TOO_LARGE
         conn.prebuffered = reading.frame.take()
         super().enqueue_req(conn)
         return True
@@ -186,7 +184,7 @@ class BufferingThreadWorker(ThreadWorker):
         now = time.monotonic()
         for conn, until in list(self._lingering.items()):
             if until <= now or not self.alive:
-                self._close(conn)
+                self._end_linger(conn)
         for conn, reading in list(self._reading.items()):
             idle_at_stop = not self.alive and not reading.frame.received
             if reading.deadline <= now or idle_at_stop:
@@ -227,16 +225,40 @@ class BufferingThreadWorker(ThreadWorker):
                 self.log.debug("could not write to %s: %s", _peer(conn), exc)
 
     def _refuse(self, conn, answer: bytes) -> None:
-        # A short answer fits the socket's send buffer. Then no more writes, and whatever the
-        # client still sends is read and dropped until it stops or LINGER_SECONDS pass.
+        # A short answer fits the socket's send buffer.
         self._send(conn, answer)
+        self.nr_conns -= 1
+        self._linger(conn)
+
+    def _close_without_blocking(self, conn) -> None:
+        """Make gunicorn's graceful close of this connection linger in the event loop."""
+        if "close" in conn.__dict__:
+            return
+        close_now = conn.close
+
+        def close(graceful: bool = False) -> None:
+            if graceful:
+                self._linger(conn)  # gunicorn counted the connection out already
+            else:
+                close_now()
+
+        conn.close = close
+
+    def _linger(self, conn) -> None:
+        """No more writes; read and drop what the client still sends, then close.
+
+        Closing with the client's bytes unread would reset the connection and could lose
+        the last answer; the client gets LINGER_SECONDS to close its side.
+        """
+        self._stop_reading(conn)
         try:
+            conn.sock.setblocking(False)
             conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
+        except (OSError, ValueError):
+            self._end_linger(conn)
             return
         self._lingering[conn] = time.monotonic() + LINGER_SECONDS
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
 
     def _discard(self, conn, _fileobj=None) -> None:
         while True:
@@ -247,13 +269,17 @@ class BufferingThreadWorker(ThreadWorker):
             except OSError:
                 data = b""
             if not data:
-                self._close(conn)
+                self._end_linger(conn)
                 return
+
+    def _end_linger(self, conn) -> None:
+        self._stop_reading(conn)
+        type(conn).close(conn)
 
     def _close(self, conn) -> None:
         self._stop_reading(conn)
         self.nr_conns -= 1
-        conn.close()
+        type(conn).close(conn)
 
 
 def _peer(conn) -> str:
