@@ -170,11 +170,15 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
         except OverflowError:  # further back than datetime reaches (year 1)
             raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
-        return _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+        at = _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
     except ValueError:
         raise ValueError(
             f"{text!r} is neither a duration like 30m, 2h or 7d nor an ISO 8601 time"
         ) from None
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before the year 1 in UTC
+        raise ValueError(f"{text!r} is outside the calendar once in UTC") from None
 
 
 @dataclass(frozen=True)
