@@ -10,20 +10,12 @@ import pytest
 
 from task_api import create_app
 from taskcore.settings import Settings
-from tests.unit.api_fakes import FakePublisher, FakeStorage
+from tests.unit.conftest import publisher, storage
+
+__all__ = ["publisher", "storage"]  # the unit tests' fakes, as fixtures here too
 
 SUBMIT_KEY = "attack-submit-key"
 ADMIN_KEY = "attack-admin-key"
-
-
-@pytest.fixture
-def publisher() -> FakePublisher:
-    return FakePublisher()
-
-
-@pytest.fixture
-def storage() -> FakeStorage:
-    return FakeStorage()
 
 
 @pytest.fixture

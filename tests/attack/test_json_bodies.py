@@ -22,10 +22,8 @@ def nested(depth: int) -> str:
 
 
 def deep_task(depth: int) -> str:
-    return (
-        '{"task_type": "data_transformation", "filter": {"field": "a", "op": "eq", "value": %s}}'
-        % nested(depth)
-    )
+    value = nested(depth)
+    return f'{{"task_type": "data_transformation", "filter": {{"field": "a", "op": "eq", "value": {value}}}}}'
 
 
 def post_json(client, route: str, text: str, **headers):
@@ -58,7 +56,7 @@ def test_nesting_up_to_the_limit_is_still_accepted(open_client, publisher):
 
 def test_one_deep_item_in_a_batch_is_rejected_and_the_others_are_queued(open_client, publisher):
     good = '{"task_type": "data_transformation", "dataset_size": 3}'
-    body = '{"tasks": [%s, %s, %s]}' % (good, deep_task(300), good)
+    body = f'{{"tasks": [{good}, {deep_task(300)}, {good}]}}'
 
     response = post_json(open_client, "/submit-tasks", body)
 
@@ -75,7 +73,7 @@ NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"]
 
 @pytest.mark.parametrize("number", NON_FINITE)
 def test_a_non_finite_number_is_400_naming_the_field(open_client, publisher, number):
-    body = '{"task_type": "file_processing", "processing_time": %s}' % number
+    body = f'{{"task_type": "file_processing", "processing_time": {number}}}'
 
     response = post_json(open_client, "/submit-task", body)
 

@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from task_api.routes.uploads import MAX_FORM_PARTS
