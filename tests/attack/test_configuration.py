@@ -66,13 +66,3 @@ def test_create_app_refuses_to_build(monkeypatch, environ, named):
 
     with pytest.raises(ConfigurationError, match=named):
         create_app()
-
-
-def test_an_unset_or_empty_key_list_still_means_open_locally(monkeypatch):
-    monkeypatch.setenv("API_KEYS", "")
-    monkeypatch.delenv("ADMIN_API_KEYS", raising=False)
-
-    app = create_app()
-
-    assert app.extensions["task_api"].settings.api_keys == frozenset()
-    app.extensions["task_api"].close()
