@@ -117,6 +117,9 @@ class AdminSessions:
             grant = cached[1]
         else:
             grant = self._read(_object(SESSION_PREFIX, session_id))
+            if grant is not None and grant.expires_at <= now:
+                self._delete(_object(SESSION_PREFIX, session_id))  # over: tidy it away
+                grant = None
             self._remember(session_id, grant)
         if grant is None or grant.expires_at <= now:
             return None

@@ -16,13 +16,16 @@ import hmac
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from task_api.admin_sessions import CACHE_SECONDS, SESSION_PREFIX, SESSION_SECONDS
 from task_api.sign_in_throttle import CLIENT_FAILURES, OVERALL_FAILURES, SignInThrottle
 from taskcore.events import Event
 from tests.attack.conftest import ADMIN_KEY, SUBMIT_KEY
+from tests.integration.api_process import running_api
 from tests.unit.api_fakes import bucket_of
 
 COOKIE = "taskctl_admin"
@@ -148,7 +151,7 @@ def test_logout_revokes_the_session_even_if_the_cookie_is_replayed(open_client):
     assert open_client.get("/admin").status_code == 401
 
 
-def test_a_session_expires_on_the_server_whatever_the_cookie_says(open_client, make_app):
+def test_a_session_expires_on_the_server_whatever_the_cookie_says(open_client, storage):
     app = open_client.application
     clock = Clock()
     app.extensions["task_api"].admin_sessions.clock = clock
@@ -158,6 +161,7 @@ def test_a_session_expires_on_the_server_whatever_the_cookie_says(open_client, m
     clock.now += SESSION_SECONDS + 1
 
     assert not signed_in_as(open_client, cookie, csrf)
+    assert not [n for n in bucket_of(storage).objects if n.startswith(SESSION_PREFIX)]
 
 
 def test_sessions_are_shared_by_instances_and_logout_reaches_them_within_the_cache_delay(
@@ -314,3 +318,70 @@ def test_an_ipv6_client_is_one_client_across_its_64(make_app):
     ]
 
     assert statuses[-1] == 429
+
+
+# --- on the real server: gunicorn processes sharing the emulated bucket ----------------------------
+
+
+@pytest.fixture
+def served_admin(pipeline, artifacts_dir):
+    """The API under gunicorn, two worker processes: sessions must be shared between them."""
+    settings = pipeline.replace(admin_api_keys=ADMIN_KEY, api_workers=2, api_threads=4)
+    with running_api(settings, artifacts_dir) as server:
+        yield server.url
+
+
+def accepted_by_every_process(url: str, cookie: str, csrf: str, tries: int = 16) -> list[int]:
+    """Answers to one admin request on fresh connections (the kernel spreads them over the
+    worker processes)."""
+    return [
+        requests.post(
+            f"{url}/admin/sign-in-links",
+            cookies={COOKIE: cookie},
+            headers={"X-Admin-CSRF": csrf, "Connection": "close"},
+            timeout=10,
+        ).status_code
+        for _ in range(tries)
+    ]
+
+
+@pytest.mark.integration
+def test_on_the_real_server_logout_ends_the_session_in_every_process_within_the_cache_delay(
+    served_admin,
+):
+    browser = requests.Session()
+    signed_in = browser.post(
+        f"{served_admin}/admin/login", data={"key": ADMIN_KEY}, allow_redirects=False, timeout=10
+    )
+    cookie = browser.cookies.get(COOKIE)
+    page = browser.get(f"{served_admin}/admin", timeout=10).text
+    csrf = re.search(r'name="admin-csrf" content="([0-9a-f]+)"', page).group(1)
+    before = accepted_by_every_process(served_admin, cookie, csrf)
+
+    browser.post(f"{served_admin}/admin/logout", timeout=10)
+    logged_out = time.monotonic()
+    while set(accepted_by_every_process(served_admin, cookie, csrf, tries=8)) != {401}:
+        assert time.monotonic() - logged_out < CACHE_SECONDS + 2, "revoked within the delay"
+        time.sleep(0.2)
+
+    assert signed_in.status_code == 303
+    assert set(before) == {201}, before
+
+
+@pytest.mark.integration
+def test_on_the_real_server_a_sign_in_link_opened_eight_times_at_once_signs_in_once(
+    served_admin,
+):
+    link = requests.post(
+        f"{served_admin}/admin/sign-in-links",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=10,
+    ).json()["url"]
+
+    def open_link(_):
+        return requests.get(link, allow_redirects=False, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(open_link, range(8)))
+
+    assert statuses == [303] + [401] * 7
