@@ -94,12 +94,6 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-def _json_text(value: Any, **options: Any) -> str:
-    """JSON for the terminal: ensure_ascii escapes every control and non-ASCII character
-    but DEL, which is escaped here (still valid JSON: DEL can only be inside a string)."""
-    return json.dumps(value, ensure_ascii=True, **options).replace("\x7f", "\\u007f")
-
-
 def _short(path: str | None) -> str:
     return (path or "-").rsplit("/", 1)[-1]
 
@@ -128,7 +122,7 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
     listing = browse(settings, flt, store=StatusStore(_bucket(settings)), limit=limit)
     if as_json:
         click.echo(
-            _json_text(
+            json.dumps(
                 {
                     "in_dlq": listing.total,
                     "matched": listing.matched_count,
@@ -179,7 +173,7 @@ def show(task_id: str) -> None:
     for letter in listing.shown:
         letter.status = status
         records.append(letter.record())
-    click.echo(_json_text(records[0] if len(records) == 1 else records, indent=2))
+    click.echo(json.dumps(records[0] if len(records) == 1 else records, indent=2))
 
 
 def _confirmer(verb: str, where: str, yes: bool, seen: dict[str, int]) -> Callable[[int], bool]:
@@ -192,7 +186,7 @@ def _confirmer(verb: str, where: str, yes: bool, seen: dict[str, int]) -> Callab
 
 def _finish(result, as_json: bool, summary: str) -> None:
     if as_json:
-        click.echo(_json_text(result.as_dict(), indent=2, default=str))
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
         click.echo(summary, err=True)
         for failure in result.failed[:20]:
@@ -271,7 +265,7 @@ def replay(
     if dry_run:
         if not as_json:
             for item in result.preview if patches else []:
-                click.echo(_json_text(item, sort_keys=True))
+                click.echo(json.dumps(item, sort_keys=True))
             for task_id in result.task_ids:
                 click.echo(printable(task_id))
         summary = (

@@ -27,7 +27,7 @@ import json
 import selectors
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from gunicorn.http.unreader import Unreader
@@ -67,7 +67,6 @@ class _Reading:
     frame: RequestFrame
     deadline: float
     sent_continue: bool = False
-    started: float = field(default_factory=time.monotonic)
 
 
 def error_answer(status: int, reason: str, code: str, message: str) -> bytes:
