@@ -11,9 +11,10 @@ answered 408 and closed, still without a thread. A body over that limit is hande
 once the limit is passed: the route refuses it (413) without needing the rest. Threads
 only ever read requests that are already in memory.
 
-Closing a connection never blocks the event loop either: gunicorn's graceful close waits
-up to 2 s for the client to close its side, which a client that does not blocks every
-other connection of the worker for; here the wait happens in the event loop instead.
+Closing a connection never blocks the event loop either. gunicorn's graceful close waits
+in the event loop, up to 2 s, for the client to close its side: each client that never does
+stalls every other connection of the worker that long. Here the wait is one more socket in
+the poller.
 
 Plain HTTP/1.x only, which is what Cloud Run speaks to a container unless end-to-end HTTP/2
 is turned on; gunicorn_options() configures neither TLS nor HTTP/2.
@@ -105,9 +106,7 @@ class BufferingThreadWorker(ThreadWorker):
     # --- every way a connection reaches the thread pool comes through here -------------------
 
     def enqueue_req(self, conn) -> None:
-        if getattr(conn, "prebuffered", None) is not None:
-            super().enqueue_req(conn)
-            return
+        """Start reading the connection's next request in the event loop (not in a thread)."""
         reading = _Reading(
             RequestFrame(self._max_header_bytes, self.max_body_bytes),
             deadline=time.monotonic() + self.read_timeout,

@@ -79,7 +79,8 @@ class RequestFrame:
         self._body_start = headers_end
         lengths: set[bytes] = set()
         codings: list[bytes] = []
-        lines = bytes(self.buffer[:headers_end]).split(b"\n")[1:]
+        request_line, *lines = bytes(self.buffer[:headers_end]).split(b"\n")
+        http_11 = request_line.rstrip().endswith(b"HTTP/1.1")
         for line in lines:
             name, colon, value = line.partition(b":")
             if not colon:
@@ -90,7 +91,7 @@ class RequestFrame:
             elif name == b"transfer-encoding":
                 codings += [c.strip().lower() for c in value.split(b",")]
             elif name == b"expect" and value.lower() == b"100-continue":
-                self.expects_continue = True
+                self.expects_continue = http_11  # HTTP/1.0 clients must not get a 100
         if codings:
             if lengths or codings[-1] != b"chunked":
                 return COMPLETE  # ambiguous framing: gunicorn refuses it
