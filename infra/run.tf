@@ -34,6 +34,10 @@ locals {
     STATUS_QUEUE_SIZE       = tostring(var.status_queue_size)
     API_WORKERS             = tostring(var.api_workers)
     API_THREADS             = tostring(var.api_threads)
+    # 408 past this; it also bounds a request inside the service timeout below.
+    REQUEST_READ_TIMEOUT_SECONDS = tostring(var.request_read_timeout_seconds)
+    # Where the admin sign-in throttle finds the client's address.
+    TRUSTED_PROXY_HOPS = tostring(var.trusted_proxy_hops)
   }
 
   # Cloud Run sends an instance no more requests than its gunicorn threads can serve at once.

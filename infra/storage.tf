@@ -55,6 +55,18 @@ resource "google_storage_bucket" "tasks" {
     }
   }
 
+  # Dashboard sessions last 8 hours and sign-in codes minutes; the API deletes the ones it
+  # sees end (logout, expiry, use), this removes the rest.
+  lifecycle_rule {
+    condition {
+      age            = 1
+      matches_prefix = ["admin-sessions/", "admin-sign-in-codes/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # Multipart uploads a client abandoned still cost storage.
   lifecycle_rule {
     condition {

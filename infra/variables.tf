@@ -260,6 +260,18 @@ variable "queued_status_records" {
   default     = true
 }
 
+variable "request_read_timeout_seconds" {
+  description = "REQUEST_READ_TIMEOUT_SECONDS: how long a client has to deliver a whole request (headers and body) before 408 and close; keep it at or below the service timeout (60 s)."
+  type        = number
+  default     = 30
+}
+
+variable "trusted_proxy_hops" {
+  description = "TRUSTED_PROXY_HOPS: proxies that append the client's address to X-Forwarded-For (the client is that many entries from the right). Cloud Run's front end appends one; with a load balancer in front, check a request's header before changing it."
+  type        = number
+  default     = 1
+}
+
 variable "status_queue_size" {
   description = "STATUS_QUEUE_SIZE: queued status records one API process buffers; beyond it they are dropped and logged."
   type        = number

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -70,12 +71,35 @@ def _filter(task_ids=(), task_type=None, error=None, since=None, everything=Fals
     )
 
 
+# Control, format (bidi overrides, zero-width), surrogate and line/paragraph separator
+# characters: in a terminal they move the cursor, recolour, retitle or reorder what follows.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """text with each character a terminal would obey rather than show written as an escape.
+
+    Dead letters carry whatever a client or a handler put in them (task ids, types, error
+    messages): an operator's terminal must show that text, never act on it.
+    """
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _HIDDEN_CATEGORIES else char for char in text
+    )
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _short(path: str | None) -> str:
     return (path or "-").rsplit("/", 1)[-1]
 
 
 def _cut(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -110,12 +134,12 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
         return
     rows = [
         (
-            letter.task_id,
-            letter.task_type or "-",
+            printable(letter.task_id),
+            printable(letter.task_type or "-"),
             _cut(f"{letter.error_type}: {letter.error_message}", 60),
             str(letter.attempts),
             letter.dead_lettered_at.strftime("%Y-%m-%d %H:%M:%SZ"),
-            _short(letter.source_subscription),
+            printable(_short(letter.source_subscription)),
         )
         for letter in listing.shown
     ]
@@ -179,9 +203,10 @@ def _finish(result, as_json: bool, summary: str) -> None:
     else:
         click.echo(summary, err=True)
         for failure in result.failed[:20]:
-            click.echo(f"  failed {failure.get('task_id', '')}: {failure['error']}", err=True)
+            failed = f"{failure.get('task_id', '')}: {failure['error']}"
+            click.echo(f"  failed {printable(failed)}", err=True)
         if result.audit_error:
-            click.echo(f"  {result.audit_error}", err=True)
+            click.echo(f"  {printable(result.audit_error)}", err=True)
     if result.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     if not result.ok:
@@ -199,8 +224,9 @@ def _guard(operation: Callable[[], Any]) -> Any:
         raise click.UsageError(f"{exc} (--all, --task-id, --task-type, --error, --since)") from None
     except ReplayRefused as exc:
         for problem in exc.problems[:20]:
-            click.echo(f"  invalid {problem['task_id']}: {problem['error']}", err=True)
-        raise click.ClickException(str(exc)) from None
+            invalid = f"{problem['task_id']}: {problem['error']}"
+            click.echo(f"  invalid {printable(invalid)}", err=True)
+        raise click.ClickException(printable(str(exc))) from None
     except InfrastructureError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -254,7 +280,7 @@ def replay(
             for item in result.preview if patches else []:
                 click.echo(json.dumps(item, sort_keys=True))
             for task_id in result.task_ids:
-                click.echo(task_id)
+                click.echo(printable(task_id))
         summary = (
             f"Dry run: would replay {len(result.task_ids)} of {result.matched} matching "
             f"({result.in_dlq} in the DLQ); nothing changed." + _skipped_and_new(result)
@@ -303,7 +329,7 @@ def purge(everything, task_ids, task_type, error, since, archive, limit, dry_run
         summary = f"Dry run: would purge {result.selected} of {result.in_dlq}; nothing changed."
         if not as_json:
             for task_id in result.task_ids:
-                click.echo(task_id)
+                click.echo(printable(task_id))
     elif result.cancelled:
         summary = "Cancelled; nothing changed."
     else:

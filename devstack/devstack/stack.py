@@ -8,6 +8,7 @@ Ctrl+C (or SIGTERM) stops everything this started, and nothing else.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from devstack.emulators import start_gcs_emulator, start_pubsub_emulator, wait_for_http
@@ -45,8 +47,12 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
         os.environ.update(pubsub.env)
         os.environ.update(gcs.env)
         os.environ["PORT"] = str(port)
-        # The dashboard needs an admin key; locally one is made up for this run.
-        os.environ.setdefault("ADMIN_API_KEYS", secrets.token_urlsafe(18))
+        # The dashboard needs an admin key; locally one is made up for this run, and kept in
+        # a file only this user can read: never in a URL, the banner or a log.
+        key_file = None
+        if not os.environ.get("ADMIN_API_KEYS"):
+            os.environ["ADMIN_API_KEYS"] = secrets.token_urlsafe(18)
+            key_file = _write_private(logs / "admin-key", os.environ["ADMIN_API_KEYS"])
         settings = Settings.from_env()
         bootstrap(settings)
         api = spawn(
@@ -65,7 +71,7 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
         stack.callback(_terminate, api)
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/health", 30, api)
-        _banner(url, settings)
+        _banner(url, settings, _sign_in_link(url, sorted(settings.admin_api_keys)[0]), key_file)
         while not stop.is_set():
             if api.poll() is not None:
                 _say(f"the API exited with code {api.returncode}; stopping")
@@ -81,16 +87,45 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
     _say("stopped: API, worker, emulators")
 
 
-def _banner(url: str, settings: Settings) -> None:
+def _write_private(path: Path, text: str) -> Path:
+    """Write text to path, readable and writable by this user only."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text + "\n")
+    return path
+
+
+def _sign_in_link(url: str, admin_key: str) -> dict | None:
+    """A one-time dashboard sign-in link from the API (the key goes in a header), or None."""
+    asked = urllib.request.Request(
+        f"{url}/admin/sign-in-links", method="POST", headers={"X-API-Key": admin_key}
+    )
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            link = json.load(answer)
+        return {"url": str(link["url"]), "minutes": int(link["expires_in"]) // 60}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _say(f"no sign-in link ({type(exc).__name__}): sign in with the form at {url}/admin")
+        return None
+
+
+def _banner(url: str, settings: Settings, sign_in_link: dict | None, key_file: Path | None) -> None:
     keys = "API keys are OFF (local only): anyone on this machine can submit."
     if settings.api_keys:
         keys = "API keys are ON: send Authorization: Bearer <key>."
-    admin_key = sorted(settings.admin_api_keys)[0]
+    where_key = f"the key in {key_file}" if key_file else "your ADMIN_API_KEYS key"
+    admin = f"{url}/admin, signing in with {where_key}"
+    if sign_in_link:
+        admin = (
+            f"{sign_in_link['url']}\n            (one-time link, valid "
+            f"{sign_in_link['minutes']} minutes; afterwards {admin})"
+        )
     _say(
         f"""
 Task pipeline running locally.
   API:      {url}   ({keys})
-  Admin:    {url}/admin?key={admin_key}
+  Admin:    {admin}
   Bucket:   gs://{settings.bucket_name} (GCS emulator)
   Worker:   one execution every few seconds, as Cloud Scheduler would run the job
 

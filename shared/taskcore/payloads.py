@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict
 
 # GCS object names are at most 1024 bytes; we reserve room for our own prefixes.
 MAX_OBJECT_NAME_BYTES = 900
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Control (C0, DEL, C1) and format characters (bidi overrides, zero-width, ...) and lone
+# surrogates: a name holding one is not what an operator's terminal or browser shows.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
 
 def check_object_name(name: str) -> str:
     """Reject a caller-supplied object name that could escape its prefix or break GCS."""
     if not name or not name.strip():
         raise ValueError("must not be empty")
+    refused = next((c for c in name if unicodedata.category(c) in _REFUSED_CATEGORIES), None)
+    if refused is not None:
+        raise ValueError(
+            f"must not contain control or format characters (found U+{ord(refused):04X})"
+        )
     if len(name.encode("utf-8")) > MAX_OBJECT_NAME_BYTES:
         raise ValueError(f"must be at most {MAX_OBJECT_NAME_BYTES} bytes")
-    if _CONTROL_CHARS.search(name):
-        raise ValueError("must not contain NUL or control characters")
     if name.startswith("/") or "\\" in name:
         raise ValueError("must be a relative name without backslashes")
     if any(part in ("", ".", "..") for part in name.split("/")):

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskcore.errors import ConfigurationError
 
@@ -271,6 +271,25 @@ class Settings(BaseModel):
     api_threads: int = _env(
         "API_THREADS", 16, "api", "Request threads per API worker process.", ge=1, le=256
     )
+    request_read_timeout_seconds: float = _env(
+        "REQUEST_READ_TIMEOUT_SECONDS",
+        30.0,
+        "api",
+        "How long a client has to deliver a whole request, headers and body; slower ones get 408 "
+        "and are closed. Requests are read before a request thread takes them.",
+        gt=0,
+        le=3600,
+    )
+    trusted_proxy_hops: int = _env(
+        "TRUSTED_PROXY_HOPS",
+        0,
+        "api",
+        "Proxies in front of the API that append the client's address to X-Forwarded-For: the "
+        "client is that many entries from the right. 0 uses the connection's address (local); "
+        "Cloud Run's front end is 1.",
+        ge=0,
+        le=10,
+    )
     api_keys: frozenset[str] = _env(
         "API_KEYS",
         frozenset(),
@@ -310,7 +329,12 @@ class Settings(BaseModel):
     @classmethod
     def _split_keys(cls, value):
         if isinstance(value, str):
-            return frozenset(part.strip() for part in value.split(",") if part.strip())
+            keys = frozenset(part.strip() for part in value.split(",") if part.strip())
+            if value and not keys:
+                # Set but naming no key (" , "): running open would be the opposite of what
+                # whoever set it meant, and nothing would say so.
+                raise ValueError("is set but names no key (only commas and spaces)")
+            return keys
         return value
 
     @field_validator("input_prefixes", mode="before")
@@ -324,6 +348,17 @@ class Settings(BaseModel):
             if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
                 raise ValueError(f"{prefix!r} must be a folder like uploads/")
         return tuple(value)
+
+    @model_validator(mode="after")
+    def _keys_have_one_role(self) -> Settings:
+        shared = self.api_keys & self.admin_api_keys
+        if shared:
+            # A submit key that also opens /admin makes every submitting client an operator.
+            raise ValueError(
+                f"{len(shared)} key(s) appear in both API_KEYS and ADMIN_API_KEYS; "
+                "a key is either a submit key or an admin key"
+            )
+        return self
 
     @field_validator("task_modules", mode="before")
     @classmethod
@@ -352,7 +387,8 @@ class Settings(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                ": ".join(filter(None, [".".join(str(p) for p in err["loc"]), err["msg"]]))
+                for err in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from exc
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask
 
+from task_api import cross_site
 from task_api.errors import register_error_handlers
 from task_api.routes import admin, batches, health, meta, status, tasks, uploads
 from task_api.services import EXTENSION_KEY, ApiServices, LazyClients
@@ -44,6 +45,8 @@ def create_app(
         LazyClients(settings, publisher=publisher, storage=storage),
     )
     register_error_handlers(app)
+    cross_site.install(app)
+    app.url_map.converters.update(admin.CONVERTERS)
     for blueprint in (health.bp, tasks.bp, batches.bp, status.bp, uploads.bp, meta.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(admin.bp)  # /admin: dead letters, tasks, dashboard

@@ -1,11 +1,14 @@
-"""The dashboard's sign-in: an admin key turned into an HttpOnly, SameSite=Strict cookie.
+"""Who may use /admin: an admin key as a header, or a dashboard session cookie plus CSRF header.
 
-A browser cannot send a header when it first opens /admin, so the key arrives once (login
-form, or ?key= which is then dropped from the URL) and comes back as a cookie holding a
-signed, expiring token, not the key itself. Page scripts cannot read that cookie; the page
-is rendered with a CSRF token (an HMAC of the session under the same key) that its requests
-send as a header, which another site can neither read nor set. API clients keep sending the
-key itself as a header (`require_admin_key`).
+A browser cannot send a header when it first opens /admin, so it signs in once (the form,
+or a one-time sign-in link) and then carries an HttpOnly, SameSite=Strict cookie holding a
+random session id, never the key (sessions: task_api.admin_sessions). Page scripts cannot
+read that cookie; the page is rendered with a CSRF token derived from the session id, which
+its requests send as a header that another site can neither read nor set.
+
+Every admin key presented, by whatever door, goes through `check_admin_key`: throttled per
+client and overall (task_api.sign_in_throttle) and logged when wrong
+(event admin_sign_in_failed), never with the key.
 """
 
 from __future__ import annotations
@@ -13,108 +16,175 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import time
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Response, g, request
 
-from task_api.auth import key_matches, presented_key, require_admin_key
+from task_api.admin_sessions import SESSION_SECONDS, key_digest
+from task_api.auth import key_matches, presented_key
+from task_api.errors import RetryLaterError
+from task_api.sign_in_throttle import client_address
+from taskcore.errors import ApiRequestError
+from taskcore.events import Event
+
+log = logging.getLogger(__name__)
 
 COOKIE = "taskctl_admin"
 CSRF_HEADER = "X-Admin-CSRF"
-SESSION_SECONDS = 8 * 3600
-_VERSION = "v1"
 
 
-def _sign(key: str, text: str) -> str:
-    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
+class SignInThrottled(RetryLaterError):
+    """Raised when a client (or everyone) failed too many admin sign-ins recently: 429."""
 
 
-def issue_token(key: str, now: float | None = None) -> str:
-    """A session token signed with the admin key; it names no key and expires."""
-    issued = int(now if now is not None else time.time())
-    return f"{_VERSION}.{issued}.{_sign(key, f'{_VERSION}.{issued}')}"
+@dataclass(frozen=True)
+class Session:
+    """A live dashboard session: its id (the cookie) and the admin key it stands for."""
+
+    id: str
+    key: str
 
 
-def csrf_token(key: str, token: str) -> str:
+def csrf_token(session_id: str) -> str:
     """The header value the dashboard's requests carry for this session."""
-    return _sign(key, f"csrf.{token}")
+    return hmac.new(session_id.encode(), b"admin-csrf", hashlib.sha256).hexdigest()
 
 
-def key_for_token(token: str | None, allowed: frozenset[str]) -> str | None:
-    """The admin key that signed a live token, else None (every key is tried, in constant time)."""
-    if not token or not allowed:
-        return None
-    version, _, rest = token.partition(".")
-    issued_text, _, signature = rest.partition(".")
-    if version != _VERSION or not issued_text.isdigit():
-        return None
-    if not 0 <= time.time() - int(issued_text) <= SESSION_SECONDS:
-        return None
+def _services():
+    from task_api.services import services
+
+    return services()
+
+
+def admin_enabled() -> None:
+    """404 while ADMIN_API_KEYS is empty: do not even reveal that the routes exist."""
+    if not _services().settings.admin_api_keys:
+        raise ApiRequestError("the admin API is not enabled", status=404, code="not_found")
+
+
+def _client() -> str:
+    return client_address(request, _services().settings.trusted_proxy_hops)
+
+
+def refuse_if_throttled() -> None:
+    """Raise SignInThrottled (429) while this client may not present a key or code."""
+    wait = _services().sign_in_throttle.retry_after(_client())
+    if wait is not None:
+        raise SignInThrottled(
+            f"too many failed admin sign-ins; try again in {wait} s",
+            status=429,
+            code="too_many_sign_in_attempts",
+            retry_after=wait,
+        )
+
+
+def sign_in_failed(reason: str) -> None:
+    """Count and log a wrong key or code from this client."""
+    client = _client()
+    _services().sign_in_throttle.failed(client)
+    log.warning(
+        "admin sign-in refused",
+        extra={
+            "json_fields": {
+                "event": Event.ADMIN_SIGN_IN_FAILED,
+                "client": client,
+                "reason": reason,
+                "path": request.path,
+            }
+        },
+    )
+
+
+def check_admin_key(key: str | None, *, reason: str = "invalid_admin_key") -> bool:
+    """Whether key is one of ADMIN_API_KEYS; throttled (429 first) and logged when wrong."""
+    refuse_if_throttled()
+    allowed = _services().settings.admin_api_keys
+    if key and allowed and key_matches(key, allowed):
+        _services().sign_in_throttle.succeeded(_client())
+        return True
+    sign_in_failed(reason)
+    return False
+
+
+def _key_by_digest(digest: str) -> str | None:
+    # A key removed from ADMIN_API_KEYS takes its sessions with it.
     found = None
-    for key in allowed:
-        expected = _sign(key, f"{version}.{issued_text}")
-        if hmac.compare_digest(expected.encode(), signature.encode()) and found is None:
+    for key in _services().settings.admin_api_keys:
+        if hmac.compare_digest(key_digest(key), digest):
             found = key
     return found
 
 
-def session_key(*, require_csrf: bool) -> str | None:
-    """The admin key behind this request's dashboard cookie (and CSRF header, if required)."""
-    from task_api.services import services
-
-    allowed = services().settings.admin_api_keys
-    token = request.cookies.get(COOKIE)
-    key = key_for_token(token, allowed)
-    if key is None:
+def current_session() -> Session | None:
+    """The live session this request's cookie names, if any."""
+    session_id = request.cookies.get(COOKIE)
+    grant = _services().admin_sessions.lookup(session_id)
+    if grant is None:
         return None
-    if require_csrf:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), csrf_token(key, token).encode()):
-            return None
-    return key
+    key = _key_by_digest(grant.key_digest)
+    return Session(session_id, key) if key is not None else None
 
 
-def valid_admin_key(key: str | None) -> bool:
-    """Whether key is one of ADMIN_API_KEYS."""
-    from task_api.services import services
-
-    allowed = services().settings.admin_api_keys
-    return bool(key and allowed and key_matches(key, allowed))
+def mint_sign_in_code(key: str) -> tuple[str, float]:
+    """A one-time sign-in code for the holder of key, and when it expires (epoch seconds)."""
+    return _services().admin_sessions.mint_code(key_digest(key))
 
 
-def set_session_cookie(response: Response, key: str) -> str:
-    """Sign the browser in with key; returns the session token."""
-    token = issue_token(key)
+def redeem_sign_in_code(code: str | None) -> str | None:
+    """The admin key a live, unused code stands for (using it up), else None."""
+    grant = _services().admin_sessions.redeem_code(code)
+    return _key_by_digest(grant.key_digest) if grant is not None else None
+
+
+def start_session(response: Response, key: str) -> Session:
+    """Sign the browser in as the holder of key: a new session and its cookie."""
+    session_id = _services().admin_sessions.create(key_digest(key))
     secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "") == "https"
     response.set_cookie(
         COOKIE,
-        token,
+        session_id,
         max_age=SESSION_SECONDS,
         path="/admin",
         httponly=True,
         samesite="Strict",
         secure=secure,
     )
-    return token
+    return Session(session_id, key)
 
 
-def clear_session_cookie(response: Response) -> None:
+def end_session(response: Response) -> None:
+    """Revoke this browser's session (everywhere) and drop its cookie."""
+    _services().admin_sessions.revoke(request.cookies.get(COOKIE))
     response.delete_cookie(COOKIE, path="/admin", httponly=True, samesite="Strict")
 
 
 def admin_required(view: Callable) -> Callable:
-    """`require_admin_key`, or else a dashboard session cookie with its CSRF header."""
-    by_header = require_admin_key(view)
+    """An admin key header, or else a dashboard session cookie with its CSRF header."""
 
     @functools.wraps(view)
     def guarded(*args, **kwargs):
-        if presented_key() is None:
-            key = session_key(require_csrf=True)
-            if key is not None:
-                g.admin_key = key
-                return view(*args, **kwargs)
-        g.admin_key = presented_key()
-        return by_header(*args, **kwargs)
+        admin_enabled()
+        key = presented_key()
+        if key is None:
+            session = current_session()
+            sent = request.headers.get(CSRF_HEADER, "")
+            if session is None or not hmac.compare_digest(
+                sent.encode(), csrf_token(session.id).encode()
+            ):
+                raise ApiRequestError(
+                    "this admin route needs an admin key (Authorization: Bearer), or a "
+                    f"dashboard session cookie with its {CSRF_HEADER} header",
+                    status=401,
+                    code="missing_api_key",
+                )
+            key = session.key
+        elif not check_admin_key(key):
+            raise ApiRequestError(
+                "the API key is not valid for this route", status=401, code="invalid_api_key"
+            )
+        g.admin_key = key
+        return view(*args, **kwargs)
 
     return guarded

@@ -67,20 +67,3 @@ def require_submit_key(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return guarded
-
-
-def require_admin_key(view: Callable) -> Callable:
-    """Guard an admin route with ADMIN_API_KEYS (404 when admin is not configured)."""
-
-    @functools.wraps(view)
-    def guarded(*args, **kwargs):
-        from task_api.services import services
-
-        allowed = services().settings.admin_api_keys
-        if not allowed:
-            # Admin is off: do not even reveal that the routes exist.
-            raise ApiRequestError("the admin API is not enabled", status=404, code="not_found")
-        check_key(allowed, realm="admin")
-        return view(*args, **kwargs)
-
-    return guarded

@@ -14,7 +14,8 @@ from pydantic.json_schema import models_json_schema
 
 from task_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from task_api.idempotency import KEY_PATTERN
-from task_api.schemas import MAX_BATCH_TASKS, RESPONSE_MODELS
+from task_api.openapi_admin import admin_paths, admin_schemas
+from task_api.schemas import ADMIN_RESPONSE_MODELS, MAX_BATCH_TASKS, RESPONSE_MODELS
 from taskcore.envelope import TASK_ID_PATTERN
 from taskcore.payloads import MAX_OBJECT_NAME_BYTES
 from taskcore.settings import Settings
@@ -58,6 +59,10 @@ def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
 ERRORS = {
     "400": _error("Invalid request: field errors in details."),
     "401": _error("Missing or wrong API key (only when API_KEYS is set)."),
+    "403": _error(
+        "A cross-site request (Sec-Fetch-Site: cross-site or same-site), or an upload without "
+        "an API key or X-Requested-With header."
+    ),
     "404": _error("Not found."),
     "409": _error(
         "Conflict: the Idempotency-Key is still in flight (retry after Retry-After), "
@@ -67,6 +72,11 @@ ERRORS = {
     "413": _error("Request body over MAX_REQUEST_BYTES, or the task over MAX_TASK_BYTES."),
     "415": _error("Wrong Content-Type."),
     "422": _error("The Idempotency-Key was already used with a different body."),
+    "429": _error(
+        "Too many failed admin sign-ins from this client, or from all clients together; "
+        "retry after Retry-After.",
+        retry_after=True,
+    ),
     "503": _error("Pub/Sub (or Cloud Storage) is unavailable; retry after Retry-After.", True),
 }
 
@@ -100,7 +110,7 @@ def _submit_operation(summary: str, body_schema: dict, *, required: bool) -> dic
         "requestBody": {"required": required, "content": _json(body_schema)},
         "responses": {
             "202": _accepted(),
-            **_errors("400", "401", "409", "413", "415", "422", "503"),
+            **_errors("400", "401", "403", "409", "413", "415", "422", "503"),
         },
     }
 
@@ -117,9 +127,11 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
         "/submit-tasks": {
             "post": {
                 "summary": f"Queue up to {MAX_BATCH_TASKS} tasks; one result per item",
-                "description": "202 when every item was queued, 207 when some were not "
-                "(`rejected`: invalid, fix it; `failed`: Pub/Sub did not confirm, send it "
-                "again), 503 when nothing was queued because Pub/Sub is unavailable. "
+                "description": "202 when every item was queued, 207 when some were "
+                "queued and some not (`rejected`: invalid, fix it; `failed`: Pub/Sub did not "
+                "confirm, send it again), 400 `nothing_queued` when every item was rejected "
+                "(the results are in error.details), 503 when nothing was queued because "
+                "Pub/Sub is unavailable. "
                 "Idempotency-Key is not supported here (400).",
                 "tags": ["tasks"],
                 "requestBody": {"required": True, "content": _json(_ref("BatchRequest"))},
@@ -130,7 +142,7 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
                         "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
                         "content": _json(_ref("BatchAccepted")),
                     },
-                    **_errors("400", "401", "413", "415", "503"),
+                    **_errors("400", "401", "403", "413", "415", "503"),
                 },
             }
         },
@@ -192,7 +204,7 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
                 },
                 "responses": {
                     "201": {"description": "Stored.", "content": _json(_ref("UploadStored"))},
-                    **_errors("400", "401", "409", "413", "415", "503"),
+                    **_errors("400", "401", "403", "409", "413", "415", "503"),
                 },
             }
         },
@@ -262,6 +274,9 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
     payloads = {t.name: t.payload_model for t in registry}
     entries = [(m, "validation") for m in models.values()]
     entries += [(m, "serialization") for m in RESPONSE_MODELS]
+    admin = bool(settings.admin_api_keys)
+    if admin:
+        entries += [(m, "serialization") for m in ADMIN_RESPONSE_MODELS]
     # The shortcut routes take the payload fields without task_type.
     shortcut_payloads = {
         "FileProcessingFields": payloads.get("file_processing"),
@@ -300,6 +315,10 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
             }
         },
     }
+    paths = _paths(models)
+    if admin:
+        paths.update(admin_paths(_errors))
+        schemas.update(admin_schemas())
     submit_security: list[dict[str, list]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
     if not settings.api_keys:
         submit_security.append({})  # keys are optional while API_KEYS is empty
@@ -310,10 +329,12 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
             "version": "1",
             "description": "Submit background tasks to Pub/Sub and follow their status. "
             "In production the service is private (Cloud Run IAM, no public invoker); "
-            "API keys are a second gate.",
+            "API keys are a second gate. Any request not received in full within "
+            "REQUEST_READ_TIMEOUT_SECONDS is answered 408 and closed; a body larger than "
+            "every route accepts, 413. Every response carries X-Content-Type-Options: nosniff.",
         },
         "security": submit_security,
-        "paths": _paths(models),
+        "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {

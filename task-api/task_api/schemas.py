@@ -105,3 +105,109 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     Health,
     Ready,
 ]
+
+
+# --- the admin API (documented only while ADMIN_API_KEYS is set) ----------------------------
+
+
+class DeadLetterSummary(BaseModel):
+    """One dead letter as GET /admin/dlq lists it."""
+
+    message_id: str
+    task_id: str
+    task_type: str | None
+    error_type: str
+    error_message: str
+    attempts: int
+    dead_lettered_at: str = Field(description="ISO 8601.")
+    dead_lettered_by: Literal["worker", "pubsub"]
+    source_subscription: str | None
+    replay_count: int
+
+
+class DeadLetterScan(BaseModel):
+    """How the scan behind a listing went."""
+
+    pulls: int
+    redelivered: int
+    seconds: float
+
+
+class DeadLetterList(BaseModel):
+    """GET /admin/dlq: what the DLQ holds and which dead letters match the filter."""
+
+    in_dlq: int
+    matched: int
+    dead_letters: list[DeadLetterSummary]
+    scan: DeadLetterScan
+
+
+class DeadLetterRecord(DeadLetterSummary):
+    """A dead letter in full: attributes, body and the task's status record."""
+
+    publish_time: str
+    attributes: dict[str, str]
+    body: Any = Field(description="The message body as JSON, else as text, else null.")
+    data_base64: str
+    status: TaskStatus | None
+
+
+class DeadLetterRecords(BaseModel):
+    """GET /admin/dlq/{task_id}."""
+
+    dead_letters: list[DeadLetterRecord]
+
+
+class DlqOperationResult(BaseModel):
+    """What a replay or purge did (or, with dry_run, would do)."""
+
+    action: str
+    filter: dict[str, Any]
+    in_dlq: int
+    matched: int
+    selected: int
+    done: int
+    failed: list[dict[str, Any]]
+    dry_run: bool
+    cancelled: bool
+    interrupted: bool
+    seconds: float
+    task_ids: list[str]
+    preview: list[dict[str, Any]]
+    archive: str | None
+    audit: str | None
+    audit_error: str | None
+    ok: bool
+    left_in_dlq: int
+
+
+class TaskList(BaseModel):
+    """GET /admin/tasks: status records, newest first."""
+
+    tasks: list[TaskStatus]
+
+
+class Overview(BaseModel):
+    """GET /admin/overview: tasks by state and the main backlog estimated from them."""
+
+    tasks_by_state: dict[str, int]
+    backlog: dict[str, Any]
+
+
+class SignInLink(BaseModel):
+    """A one-time sign-in link: open it in a browser within expires_in seconds, once."""
+
+    path: str
+    url: str
+    expires_at: str = Field(description="ISO 8601.")
+    expires_in: int
+
+
+ADMIN_RESPONSE_MODELS: list[type[BaseModel]] = [
+    SignInLink,
+    DeadLetterList,
+    DeadLetterRecords,
+    DlqOperationResult,
+    TaskList,
+    Overview,
+]

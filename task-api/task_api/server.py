@@ -12,6 +12,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from task_api.buffered_worker import worker_class
+from task_api.request_body import largest_request_body
 from taskcore.logs import configure_logging
 from taskcore.settings import Settings
 from taskcore.tasks import TaskRegistry, load_task_modules
@@ -23,7 +25,7 @@ GRACEFUL_TIMEOUT_SECONDS = 8
 def gunicorn_options(
     settings: Settings, host: str = "0.0.0.0", port: int | None = None
 ) -> dict[str, Any]:
-    """gunicorn settings for the API: gthread workers, no worker timeout, no access log."""
+    """gunicorn settings for the API: buffering gthread workers, no worker timeout, no access log."""
 
     def on_starting(server) -> None:
         # In the master before forking, so every worker inherits the JSON log handler.
@@ -48,7 +50,11 @@ def gunicorn_options(
 
     return {
         "bind": f"{host}:{port or settings.port}",
-        "worker_class": "gthread",
+        # gthread whose threads only take requests that arrived in full (slow clients wait
+        # in the event loop, and get 408 past REQUEST_READ_TIMEOUT_SECONDS).
+        "worker_class": worker_class(
+            settings.request_read_timeout_seconds, largest_request_body(settings)
+        ),
         "workers": settings.api_workers,
         "threads": settings.api_threads,
         # Cloud Run enforces the request timeout; gunicorn killing a busy worker would only

@@ -16,8 +16,10 @@ from flask import current_app
 from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from task_api.admin_sessions import AdminSessions
 from task_api.idempotency import IdempotencyStore
 from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
+from task_api.sign_in_throttle import SignInThrottle
 from task_api.status_sink import status_sink
 from task_api.status_writer import StatusWriter
 from taskcore.clients import storage_client
@@ -99,6 +101,8 @@ class ApiServices:
     status_writer: StatusWriter
     idempotency: IdempotencyStore
     readiness: TopicProbe
+    admin_sessions: AdminSessions
+    sign_in_throttle: SignInThrottle
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
@@ -115,6 +119,8 @@ class ApiServices:
                 lambda: clients.bucket, publish_timeout=settings.publish_timeout_seconds
             ),
             readiness=TopicProbe(clients.check_topic),
+            admin_sessions=AdminSessions(lambda: clients.bucket),
+            sign_in_throttle=SignInThrottle(),
         )
 
     def close(self) -> None:

@@ -124,7 +124,12 @@ def post_file(client, data: bytes, name: str | None = None, query: str = ""):
     form = {"file": (io.BytesIO(data), "local.csv", "text/csv")}
     if name is not None:
         form["name"] = name
-    return client.post(f"/uploads{query}", data=form, content_type="multipart/form-data")
+    return client.post(
+        f"/uploads{query}",
+        data=form,
+        content_type="multipart/form-data",
+        headers={"X-Requested-With": "test"},
+    )
 
 
 def test_upload_is_readable_back_from_gcs(pipeline, make_client):
@@ -217,9 +222,15 @@ def test_gunicorn_server_stores_uploads_and_refuses_oversize(pipeline, api_serve
         f"{api_server}/uploads",
         files={"file": ("a.txt", b"hello")},
         data={"name": "a.txt"},
+        headers={"X-Requested-With": "test"},
         timeout=10,
     )
-    big = requests.post(f"{api_server}/uploads", files={"file": ("b.bin", b"x" * 5000)}, timeout=10)
+    big = requests.post(
+        f"{api_server}/uploads",
+        files={"file": ("b.bin", b"x" * 5000)},
+        headers={"X-Requested-With": "test"},
+        timeout=10,
+    )
 
     assert small.status_code == 201
     assert big.status_code == 413 and big.json()["error"]["code"] == "upload_too_large"

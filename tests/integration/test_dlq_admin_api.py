@@ -178,8 +178,8 @@ def test_tasks_lists_status_records_by_status(admin, pipeline):
 def test_dashboard_session_is_an_httponly_strict_cookie_plus_a_csrf_header(pipeline, make_app):
     browser = make_app(pipeline.replace(admin_api_keys=frozenset({ADMIN_KEY}))).test_client()
 
-    wrong = browser.get("/admin?key=not-it")
-    signed_in = browser.get(f"/admin?key={ADMIN_KEY}")
+    wrong = browser.post("/admin/login", data={"key": "not-it"})
+    signed_in = browser.post("/admin/login", data={"key": ADMIN_KEY})
     page = browser.get("/admin")
     csrf = re.search(r'name="admin-csrf" content="([0-9a-f]+)"', page.get_data(as_text=True))
 

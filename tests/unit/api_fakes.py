@@ -81,20 +81,29 @@ class FakeBlob:
             self.bucket.objects[self.name] = (data, content_type, self.bucket.generation)
             self.generation = self.bucket.generation
 
-    def download_as_bytes(self, if_generation_match=None, **_) -> bytes:
+    def _existing(self, if_generation_match) -> tuple[bytes, str | None, int]:
+        # Call with the bucket's lock held.
         if self.bucket.error is not None:
             raise self.bucket.error
+        if self.name not in self.bucket.objects:
+            raise gexc.NotFound(self.name)
+        self._check(if_generation_match)
+        return self.bucket.objects[self.name]
+
+    def download_as_bytes(self, if_generation_match=None, **_) -> bytes:
         with self.bucket.lock:
-            if self.name not in self.bucket.objects:
-                raise gexc.NotFound(self.name)
-            self._check(if_generation_match)
-            data, _, self.generation = self.bucket.objects[self.name]
+            data, _, self.generation = self._existing(if_generation_match)
             return data
 
     def reload(self, **_) -> None:
         if self.name not in self.bucket.objects:
             raise gexc.NotFound(self.name)
         self.generation = self.bucket.objects[self.name][2]
+
+    def delete(self, if_generation_match=None, **_) -> None:
+        with self.bucket.lock:
+            self._existing(if_generation_match)
+            del self.bucket.objects[self.name]
 
 
 class FakeBucket:

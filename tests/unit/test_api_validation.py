@@ -10,6 +10,7 @@ import threading
 import pytest
 from google.api_core import exceptions as gexc
 from gunicorn.config import Config
+from gunicorn.workers.gthread import ThreadWorker
 
 from task_api import create_app, services
 from task_api.server import gunicorn_options
@@ -373,7 +374,12 @@ def test_wrong_method_is_json_405_with_allow_header(client):
 
 def upload(client, data=b"a,b\n1,2\n", filename="report.csv", query="", **form):
     form["file"] = (io.BytesIO(data), filename, "text/csv")
-    return client.post(f"/uploads{query}", data=form, content_type="multipart/form-data")
+    return client.post(
+        f"/uploads{query}",
+        data=form,
+        content_type="multipart/form-data",
+        headers={"X-Requested-With": "test"},
+    )
 
 
 def test_upload_is_stored_under_uploads_and_answers_201(client, storage):
@@ -444,7 +450,12 @@ def test_upload_with_overwrite_true_replaces_an_existing_object(client, storage)
 
 
 def test_upload_without_a_file_part_is_400(client):
-    response = client.post("/uploads", data={"name": "x.txt"}, content_type="multipart/form-data")
+    response = client.post(
+        "/uploads",
+        data={"name": "x.txt"},
+        content_type="multipart/form-data",
+        headers={"X-Requested-With": "test"},
+    )
     assert response.status_code == 400
     assert error_of(response)["code"] == "missing_file"
 
@@ -522,7 +533,9 @@ def test_gunicorn_options_fit_cloud_run_and_are_valid_gunicorn_settings():
     options = gunicorn_options(settings)
 
     assert options["bind"] == "0.0.0.0:9123"
-    assert options["worker_class"] == "gthread"
+    # gthread, reading each request whole before a thread takes it (task_api.buffered_worker)
+    assert issubclass(options["worker_class"], ThreadWorker)
+    assert options["worker_class"].read_timeout == settings.request_read_timeout_seconds
     assert (options["workers"], options["threads"], options["timeout"]) == (1, 8, 0)
     config = Config()
     for key, value in options.items():
@@ -538,4 +551,4 @@ def test_gunicorn_config_module_reads_port_through_settings(monkeypatch):
 
     assert config_module.bind == "0.0.0.0:9321"
     assert config_module.threads == 4
-    assert config_module.worker_class == "gthread"
+    assert issubclass(config_module.worker_class, ThreadWorker)

@@ -166,13 +166,20 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(text)
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:  # further back than datetime reaches (year 1)
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
-        return _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+        at = _aware(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
     except ValueError:
         raise ValueError(
             f"{text!r} is neither a duration like 30m, 2h or 7d nor an ISO 8601 time"
         ) from None
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00 is before the year 1 in UTC
+        raise ValueError(f"{text!r} is outside the calendar once in UTC") from None
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,9 @@ class DeadLetterFilter:
         """Build from JSON or query arguments; ValueError says what is wrong."""
 
         def id_set(name: str) -> frozenset[str]:
-            value = data.get(name) or []
+            value = data.get(name)
+            if value is None:
+                return frozenset()
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -251,9 +260,12 @@ class DeadLetterFilter:
             return value
 
         since = text("since")
-        everything = data.get("all", False)
-        if isinstance(everything, str):
-            everything = everything.lower() in ("1", "true", "yes")
+        everything = data.get("all")
+        if everything is None:
+            everything = False
+        elif not isinstance(everything, bool):
+            # `all` empties the DLQ in one call: only an explicit JSON true may mean that.
+            raise ValueError("all must be true or false (a JSON boolean)")
         return cls(
             task_ids=id_set("task_ids"),
             message_ids=id_set("message_ids"),

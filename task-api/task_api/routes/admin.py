@@ -7,14 +7,16 @@ while they run, so this process runs one at a time: two at once would each see o
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.routing import BaseConverter
 
 from task_api.admin_session import admin_required
-from task_api.request_body import json_object
+from task_api.request_body import json_object, refuse_unknown_fields
 from task_api.routes import dashboard
 from task_api.services import services
 from taskcore.clients import subscriber_client
@@ -25,6 +27,16 @@ from taskcore.dlq.replay import ReplayRefused, parse_rate, run_replay
 from taskcore.dlq.scan import browse
 from taskcore.errors import ApiRequestError
 from taskcore.status import StatusStore, TaskState
+
+
+class DlqTaskIdConverter(BaseConverter):
+    """A task id in /admin/dlq/<task_id>, except the names of the routes beside it."""
+
+    regex = r"(?!(?:replay|purge)$)[^/]+"
+
+
+# Registered on the app before the blueprint (converters belong to the URL map).
+CONVERTERS = {"dlq_task_id": DlqTaskIdConverter}
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 bp.register_blueprint(dashboard.bp)
@@ -46,7 +58,7 @@ def _filter(data: dict[str, Any]) -> DeadLetterFilter:
 
 def _positive_int(data: dict[str, Any], name: str, default: int | None = None) -> int | None:
     value = data.get(name, default)
-    if value in (None, ""):
+    if value is None:
         return default
     try:
         number = int(value)
@@ -58,7 +70,9 @@ def _positive_int(data: dict[str, Any], name: str, default: int | None = None) -
 
 
 def _flag(data: dict[str, Any], name: str) -> bool:
-    value = data.get(name, False)
+    value = data.get(name)
+    if value is None:  # null is the same as leaving it out
+        return False
     if not isinstance(value, bool):
         raise ApiRequestError(f"{name} must be true or false", code=f"invalid_{name}")
     return value
@@ -98,7 +112,8 @@ def list_dead_letters() -> Response:
     )
 
 
-@bp.get("/dlq/<task_id>")
+# Not "replay" or "purge": those are the POST routes beside it, and GET on them is a 405.
+@bp.get("/dlq/<dlq_task_id:task_id>")
 @admin_required
 def show_dead_letter(task_id: str) -> Response:
     """A task's dead letters in full, with its status record."""
@@ -123,8 +138,32 @@ def show_dead_letter(task_id: str) -> Response:
     return jsonify(dead_letters=[letter.record() for letter in listing.shown])
 
 
+# The fields replay and purge read; anything else is a typo that must not be ignored
+# ({"all": true, "dryrun": true} would otherwise replay everything for real).
+_SELECTION_FIELDS = frozenset({"all", "task_ids", "message_ids", "task_type", "error", "since"})
+REPLAY_FIELDS = _SELECTION_FIELDS | {"dry_run", "limit", "rate", "set"}
+PURGE_FIELDS = _SELECTION_FIELDS | {"dry_run", "limit", "archive"}
+
+
+def _known_fields(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    refuse_unknown_fields(body, allowed, f"allowed: {', '.join(sorted(allowed))}")
+    return body
+
+
+def _rate(value: Any) -> float | None:
+    try:
+        rate = parse_rate(value)
+    except ValueError as exc:
+        raise ApiRequestError(str(exc), code="invalid_rate") from None
+    if isinstance(value, bool) or (rate is not None and not math.isfinite(rate)):
+        raise ApiRequestError("rate must be a finite number per s, m or h", code="invalid_rate")
+    return rate
+
+
 def _sets(body: dict[str, Any]) -> list[tuple[str, Any]]:
-    patch = body.get("set") or {}
+    patch = body.get("set")
+    if patch is None:
+        return []
     if not isinstance(patch, dict) or not all(isinstance(k, str) and k for k in patch):
         raise ApiRequestError("set must be an object of field: value", code="invalid_set")
     return list(patch.items())
@@ -134,12 +173,9 @@ def _sets(body: dict[str, Any]) -> list[tuple[str, Any]]:
 @admin_required
 def replay() -> tuple[Response, int]:
     """Republish the chosen dead letters (JSON: filter fields, dry_run, limit, rate, set)."""
-    body = json_object()
+    body = _known_fields(json_object(), REPLAY_FIELDS)
     flt = _filter(body)
-    try:
-        rate = parse_rate(body.get("rate"))
-    except ValueError as exc:
-        raise ApiRequestError(str(exc), code="invalid_rate") from None
+    rate = _rate(body.get("rate"))
 
     def confirm(count: int) -> bool:
         # Refused before anything is published: the scan then hands every message back.
@@ -184,7 +220,7 @@ def replay() -> tuple[Response, int]:
 @admin_required
 def purge() -> tuple[Response, int]:
     """Remove the chosen dead letters (JSON: filter fields, archive, limit, dry_run)."""
-    body = json_object()
+    body = _known_fields(json_object(), PURGE_FIELDS)
     flt = _filter(body)
     api = services()
     subscriber = subscriber_client(api.settings)
@@ -208,7 +244,7 @@ def purge() -> tuple[Response, int]:
 
 
 def _state(text: str | None) -> TaskState | None:
-    if not text:
+    if text is None:
         return None
     try:
         return TaskState(text)

@@ -5,8 +5,9 @@ the publisher's batcher before any is waited for), so a batch costs about one pu
 trip. The answer lists one result per item, in order:
 
 - 202 when every item was queued;
-- 207 when some were not (a `rejected` item is invalid and must be fixed; a `failed` item
-  was valid but Pub/Sub did not confirm it, so sending it again is safe and useful);
+- 207 when some were queued and some not (a `rejected` item is invalid and must be fixed; a
+  `failed` item was valid but Pub/Sub did not confirm it, so sending it again is useful);
+- 400 `nothing_queued` when every item was rejected (the per-item results are its details);
 - 503 with Retry-After when nothing was queued because Pub/Sub is unavailable.
 """
 
@@ -20,7 +21,7 @@ from flask import Blueprint, Response, jsonify, request
 from task_api import idempotency
 from task_api.auth import require_submit_key
 from task_api.errors import RETRY_AFTER_SECONDS, RetryLaterError
-from task_api.request_body import json_object
+from task_api.request_body import check_json_values, json_object, refuse_unknown_fields
 from task_api.schemas import MAX_BATCH_TASKS
 from task_api.services import services
 from task_api.submission import accepted, prepare_task, split_task_type
@@ -44,13 +45,14 @@ def submit_tasks() -> tuple[Response, int, dict[str, str]]:
             code="idempotency_not_supported",
         )
     api = services()
-    items = _tasks_of(json_object())
+    items = _tasks_of(json_object(check_values=False))
     results: list[dict[str, Any] | None] = [None] * len(items)
     ready: list[tuple[int, TaskEnvelope]] = []
     for index, item in enumerate(items):
         try:
             if not isinstance(item, dict):
                 raise ApiRequestError("each task must be a JSON object", code="not_an_object")
+            check_json_values(item)
             task_type, fields = split_task_type(api, item)
             ready.append((index, prepare_task(api, task_type, fields)))
         except (ApiRequestError, InvalidTaskError) as exc:
@@ -69,16 +71,7 @@ def submit_tasks() -> tuple[Response, int, dict[str, str]]:
 
 def _tasks_of(body: dict[str, Any]) -> list[Any]:
     """The body's task list, or a 400 that says what is wrong with it."""
-    extra = sorted(set(body) - {"tasks"})
-    if extra:
-        raise ApiRequestError(
-            f'unexpected fields {", ".join(extra)}; the body is {{"tasks": [...]}}',
-            code="schema_violation",
-            details=[
-                {"field": name, "message": "extra fields not permitted", "type": "extra_forbidden"}
-                for name in extra
-            ],
-        )
+    refuse_unknown_fields(body, {"tasks"}, 'the body is {"tasks": [...]}')
     tasks = body.get("tasks")
     if not isinstance(tasks, list) or not 1 <= len(tasks) <= MAX_BATCH_TASKS:
         raise ApiRequestError(
@@ -119,6 +112,13 @@ def _answer(results: list[dict[str, Any] | None]) -> tuple[Response, int, dict[s
     counts = {s: sum(r["status"] == s for r in done) for s in ("queued", "rejected", "failed")}
     if counts["queued"] == len(done):
         return jsonify(counts | {"results": done}), 202, {}
+    if counts["rejected"] == len(done):
+        # A 2xx would read as "accepted" to a client that only checks the status class.
+        raise ApiRequestError(
+            f"nothing was queued: all {len(done)} tasks were rejected; see details",
+            code="nothing_queued",
+            details=done,
+        )
     if counts["failed"] and not counts["queued"]:
         raise RetryLaterError(
             "the task queue is unavailable; nothing was queued, send the batch again shortly",

@@ -1,36 +1,43 @@
 """The admin dashboard at GET /admin: server-rendered HTML with a little inline JS, no build step.
 
-Sign-in is by the admin key, once, through the login form or ?key= (then redirected away
-so the key leaves the address bar and history); the browser keeps a session cookie.
-The page talks to the admin API with that cookie plus a CSRF header.
+Sign-in is by the admin key through the form (POST, so the key never sits in a URL, a
+log or the history), or by a one-time sign-in link that an admin-key holder asked for
+(POST /admin/sign-in-links; `make run` prints one). The browser then keeps a session
+cookie and the page talks to the admin API with it plus a CSRF header.
 """
 
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
 from task_api.admin_session import (
-    COOKIE,
     CSRF_HEADER,
-    clear_session_cookie,
+    SignInThrottled,
+    admin_enabled,
+    admin_required,
+    check_admin_key,
     csrf_token,
-    session_key,
-    set_session_cookie,
-    valid_admin_key,
+    current_session,
+    end_session,
+    mint_sign_in_code,
+    redeem_sign_in_code,
+    refuse_if_throttled,
+    sign_in_failed,
+    start_session,
 )
+from task_api.admin_sessions import CODE_SECONDS
 from task_api.auth import presented_key
 from task_api.services import services
-from taskcore.errors import ApiRequestError
 
 bp = Blueprint("dashboard", __name__)
 
-
-def _admin_enabled() -> None:
-    if not services().settings.admin_api_keys:
-        # As require_admin_key: while admin is off, do not reveal that the page exists.
-        raise ApiRequestError("the admin API is not enabled", status=404, code="not_found")
+KEY_IN_URL = (
+    "An admin key in a URL ends up in logs and browser history, so it is not accepted: "
+    "sign in with the form."
+)
 
 
 def _secured(response: Response, nonce: str | None = None) -> Response:
@@ -53,35 +60,41 @@ def _login_page(error: str | None = None, status: int = 401) -> Response:
     return _secured(response)
 
 
+def _throttled_page(exc: SignInThrottled) -> Response:
+    response = _login_page(str(exc).capitalize() + ".", status=429)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def _to_dashboard(key: str) -> Response:
     response = redirect(url_for("admin.dashboard.page"), code=303)
-    set_session_cookie(response, key)
+    start_session(response, key)
     return _secured(response)
 
 
 @bp.get("")
 def page() -> Response:
-    """The dashboard, or the login form when the browser is not signed in."""
-    _admin_enabled()
+    """The dashboard, or the sign-in form when the browser is not signed in."""
+    admin_enabled()
     if "key" in request.args:
-        key = request.args["key"]
-        if valid_admin_key(key):
-            return _to_dashboard(key)
-        return _login_page("That admin key is not valid.")
-    key = session_key(require_csrf=False)
-    token = request.cookies.get(COOKIE)
+        return _login_page(KEY_IN_URL, status=400)
+    session = current_session()
     response = Response()
-    if key is None:
+    if session is None:
         header_key = presented_key()
-        if not valid_admin_key(header_key):
+        if header_key is None:
             return _login_page()
-        key = header_key
-        token = set_session_cookie(response, key)
+        try:
+            if not check_admin_key(header_key):
+                return _login_page("That admin key is not valid.")
+        except SignInThrottled as exc:
+            return _throttled_page(exc)
+        session = start_session(response, header_key)
     nonce = secrets.token_urlsafe(16)
     response.set_data(
         render_template(
             "admin_dashboard.html",
-            csrf=csrf_token(key, token),
+            csrf=csrf_token(session.id),
             csrf_header=CSRF_HEADER,
             nonce=nonce,
             settings=services().settings,
@@ -94,17 +107,51 @@ def page() -> Response:
 @bp.post("/login")
 def login() -> Response:
     """Sign in with the admin key from the form."""
-    _admin_enabled()
-    key = request.form.get("key", "")
-    if valid_admin_key(key):
-        return _to_dashboard(key)
+    admin_enabled()
+    try:
+        if check_admin_key(request.form.get("key", "")):
+            return _to_dashboard(request.form["key"])
+    except SignInThrottled as exc:
+        return _throttled_page(exc)
     return _login_page("That admin key is not valid.")
+
+
+@bp.post("/sign-in-links")
+@admin_required
+def create_sign_in_link() -> tuple[Response, int]:
+    """A one-time sign-in link for a browser, valid for CODE_SECONDS."""
+    code, expires_at = mint_sign_in_code(g.admin_key)
+    path = url_for("admin.dashboard.sign_in", code=code)
+    body = {
+        "path": path,
+        "url": request.host_url.rstrip("/") + path,
+        "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+        "expires_in": CODE_SECONDS,
+    }
+    return jsonify(body), 201
+
+
+@bp.get("/sign-in")
+def sign_in() -> Response:
+    """Redeem a one-time sign-in link: a session, and on to the dashboard without the code."""
+    admin_enabled()
+    try:
+        refuse_if_throttled()
+    except SignInThrottled as exc:
+        return _throttled_page(exc)
+    key = redeem_sign_in_code(request.args.get("code"))
+    if key is None:
+        sign_in_failed("invalid_sign_in_code")
+        return _login_page(
+            "That sign-in link is not valid: it was used already, has expired, or is mistyped."
+        )
+    return _to_dashboard(key)
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """Forget this browser's session."""
-    _admin_enabled()
+    """End this browser's session everywhere."""
+    admin_enabled()
     response = redirect(url_for("admin.dashboard.page"), code=303)
-    clear_session_cookie(response)
+    end_session(response)
     return _secured(response)

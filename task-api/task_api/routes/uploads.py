@@ -1,4 +1,9 @@
-"""POST /uploads: store one multipart file under uploads/ in the bucket, create-only by default."""
+"""POST /uploads: store one multipart file under uploads/ in the bucket, create-only by default.
+
+A multipart POST is what an HTML form on any site can send, so an upload must also carry a
+header no form can: an API key (X-API-Key or Authorization: Bearer), or else
+X-Requested-With with any value (`curl -F file=@x -H 'X-Requested-With: curl' ...`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from google.api_core import exceptions as gexc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from task_api.auth import require_submit_key
+from task_api.auth import presented_key, require_submit_key
+from task_api.request_body import MULTIPART_OVERHEAD_BYTES
 from task_api.services import services
 from taskcore.errors import ApiRequestError, InfrastructureError
 from taskcore.payloads import check_object_name
@@ -22,9 +28,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("uploads", __name__)
 
 UPLOAD_PREFIX = "uploads/"
-# Room for the multipart boundaries, part headers and the `name` field around the file itself.
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
 _TRUE = {"1", "true", "yes", "on"}
+# An upload is a `file` part and maybe a `name`; werkzeug's default allows 1,000 parts.
+MAX_FORM_PARTS = 16
+FORM_PROOF_HEADER = "X-Requested-With"
 
 
 @bp.post("/uploads")
@@ -39,13 +46,21 @@ def upload() -> tuple[Response, int]:
             status=415,
             code="unsupported_media_type",
         )
+    if presented_key() is None and not request.headers.get(FORM_PROOF_HEADER, "").strip():
+        raise ApiRequestError(
+            f"uploads need an API key or an {FORM_PROOF_HEADER} header (any value): "
+            "an HTML form on another site can send neither",
+            status=403,
+            code="cross_site_upload_refused",
+        )
     # Werkzeug stops reading (413) once the body passes this, before spooling it all to disk.
     request.max_content_length = limit + MULTIPART_OVERHEAD_BYTES
+    request.max_form_parts = MAX_FORM_PARTS
     try:
         file = request.files.get("file")
         given_name = request.form.get("name")
-    except RequestEntityTooLarge:
-        raise _too_large(limit) from None
+    except RequestEntityTooLarge as exc:
+        raise _form_too_large(exc, limit) from None
     if file is None:
         raise ApiRequestError(
             "multipart field 'file' is required",
@@ -112,3 +127,27 @@ def _too_large(limit: int) -> ApiRequestError:
     return ApiRequestError(
         f"file is larger than the {limit}-byte upload limit", status=413, code="upload_too_large"
     )
+
+
+def _form_too_large(exc: RequestEntityTooLarge, limit: int) -> ApiRequestError:
+    """The refusal that names what the form exceeded: its size, its part count or a text field.
+
+    Werkzeug raises the same RequestEntityTooLarge for all three; where it was raised tells.
+    """
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    raised_in = frame.tb_frame.f_code.co_name if frame is not None else ""
+    if raised_in == "next_event":  # werkzeug.sansio.multipart: one part too many
+        return ApiRequestError(
+            f"the form has more than {MAX_FORM_PARTS} parts; an upload is one `file` part "
+            "and an optional `name`",
+            code="too_many_form_parts",
+        )
+    if raised_in in ("receive_data", "parse"):  # a text field over max_form_memory_size
+        return ApiRequestError(
+            f"a text field of the form is over {request.max_form_memory_size} bytes",
+            status=413,
+            code="form_field_too_large",
+        )
+    return _too_large(limit)
