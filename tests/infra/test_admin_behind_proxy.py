@@ -41,9 +41,9 @@ def dashboard():
     client = app.test_client()
     signed_in = client.post("/admin/login", data={"key": ADMIN_KEY}, headers=PROXY_HEADERS)
     assert signed_in.status_code in (302, 303), signed_in.text
-    token = client.get_cookie(COOKIE, path="/admin").value
+    session_id = client.get_cookie(COOKIE, path="/admin").value
     assert client.get("/admin", headers=PROXY_HEADERS).status_code == 200
-    yield client, {CSRF_HEADER: csrf_token(ADMIN_KEY, token)}
+    yield client, {CSRF_HEADER: csrf_token(session_id)}
     app.extensions["task_api"].close()
 
 
@@ -52,15 +52,6 @@ def test_dashboard_requests_succeed_by_session_cookie(dashboard):
     assert client.get("/admin/tasks", headers=csrf).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "task_api.admin_session.admin_required judges any Authorization: Bearer value as an "
-        "admin key before it looks at the session, so behind the proxy every dashboard "
-        "request is a 401. Fix in task-api (prefer a valid session cookie + CSRF header); "
-        "then remove this marker."
-    ),
-)
 def test_dashboard_requests_succeed_behind_the_proxy(dashboard):
     client, csrf = dashboard
     response = client.get("/admin/tasks", headers={**PROXY_HEADERS, **csrf})
