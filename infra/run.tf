@@ -31,7 +31,6 @@ locals {
     PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
     MAX_REQUEST_BYTES       = tostring(var.max_request_bytes)
     QUEUED_STATUS_RECORDS   = tostring(var.queued_status_records)
-    STATUS_QUEUE_SIZE       = tostring(var.status_queue_size)
     API_WORKERS             = tostring(var.api_workers)
     API_THREADS             = tostring(var.api_threads)
     # 408 past this; it also bounds a request inside the service timeout below.

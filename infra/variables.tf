@@ -272,12 +272,6 @@ variable "trusted_proxy_hops" {
   default     = 1
 }
 
-variable "status_queue_size" {
-  description = "STATUS_QUEUE_SIZE: queued status records one API process buffers; beyond it they are dropped and logged."
-  type        = number
-  default     = 20000
-}
-
 # --- the worker (Cloud Run job) --------------------------------------------------------------
 
 variable "job_task_count" {

@@ -89,6 +89,9 @@ def settings(pubsub_emulator, gcs_emulator) -> Settings:
 def pipeline(settings):
     """Settings whose topics, subscriptions and bucket exist (bootstrapped)."""
     from taskcore.bootstrap import bootstrap
+    from taskcore.clients import bucket
 
     bootstrap(settings)
+    # The recipe's default input: a file task that names no file reads uploads/sample.txt.
+    bucket(settings).blob("uploads/sample.txt").upload_from_string(b"sample\n", "text/plain")
     return settings

@@ -55,6 +55,7 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
             key_file = _write_private(logs / "admin-key", os.environ["ADMIN_API_KEYS"])
         settings = Settings.from_env()
         bootstrap(settings)
+        _seed_sample_input(settings)
         api = spawn(
             [
                 sys.executable,
@@ -108,6 +109,24 @@ def _sign_in_link(url: str, admin_key: str) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _say(f"no sign-in link ({type(exc).__name__}): sign in with the form at {url}/admin")
         return None
+
+
+SAMPLE_TEXT = b"""The recipe's sample input.
+file_processing reads uploads/sample.txt when a task names no file:
+  curl -X POST localhost:8080/submit-file-task
+"""
+
+
+def _seed_sample_input(settings: Settings) -> None:
+    """uploads/sample.txt, the file a file task reads by default, unless it exists already."""
+    from google.api_core import exceptions as gexc
+
+    from taskcore.clients import bucket
+
+    with contextlib.suppress(gexc.PreconditionFailed):
+        bucket(settings).blob("uploads/sample.txt").upload_from_string(
+            SAMPLE_TEXT, content_type="text/plain", if_generation_match=0
+        )
 
 
 def _banner(url: str, settings: Settings, sign_in_link: dict | None, key_file: Path | None) -> None:

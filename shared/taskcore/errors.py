@@ -83,6 +83,10 @@ class PublishError(InfrastructureError):
     """Raised when a message could not be published (topic missing, emulator or service down)."""
 
 
+class PublishOutcomeUnknown(PublishError):
+    """Raised when a publish timed out or broke off so that Pub/Sub may or may not have it."""
+
+
 class StatusConflictError(TaskPipelineError):
     """Raised when a task's status record keeps changing under our conditional writes."""
 

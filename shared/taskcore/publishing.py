@@ -12,7 +12,7 @@ from google.cloud import pubsub_v1
 
 from taskcore.clients import publisher_client
 from taskcore.envelope import MAX_MESSAGE_BYTES, TaskEnvelope
-from taskcore.errors import InvalidTaskError, PublishError
+from taskcore.errors import InvalidTaskError, PublishError, PublishOutcomeUnknown
 from taskcore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,36 @@ def truncate_utf8(text: str, max_bytes: int = MAX_ATTRIBUTE_VALUE_BYTES) -> str:
     return encoded[: max_bytes - 3].decode("utf-8", errors="ignore") + "..."
 
 
+# Pub/Sub said no before taking anything: the message is certainly not published.
+_DEFINITE = (
+    gexc.NotFound,
+    gexc.PermissionDenied,
+    gexc.Unauthenticated,
+    gexc.InvalidArgument,
+    gexc.FailedPrecondition,
+)
+# A connection that was never made sent nothing either.
+_NEVER_CONNECTED = ("failed to connect", "connection refused", "name resolution")
+
+
+def publish_failure(topic_path: str, exc: BaseException) -> PublishError:
+    """The PublishError exc stands for: PublishOutcomeUnknown unless Pub/Sub surely has nothing.
+
+    A publish that timed out, or whose call broke off after it was sent, may have landed all
+    the same (and its retry may land a second copy): only a refusal, or a connection never
+    made, says for certain that nothing was published.
+    """
+    text = f"publish to {topic_path} failed: {type(exc).__name__}: {exc}"
+    if isinstance(exc, _DEFINITE):
+        return PublishError(text)
+    cause = exc
+    while isinstance(cause, gexc.RetryError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, _DEFINITE) or any(s in str(cause).lower() for s in _NEVER_CONNECTED):
+        return PublishError(text)
+    return PublishOutcomeUnknown(text)
+
+
 class Publisher:
     """Publishes raw messages and task envelopes, waiting at most the publish timeout."""
 
@@ -67,16 +97,10 @@ class Publisher:
         try:
             future = self.client.publish(topic_path, data, **dict(attributes))
             return future.result(timeout=self.settings.publish_timeout_seconds)
-        except (gexc.GoogleAPICallError, gexc.RetryError, TimeoutError) as exc:
-            raise PublishError(
-                f"publish to {topic_path} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        except InvalidTaskError:
+            raise
         except Exception as exc:  # the batching thread surfaces transport errors as others
-            if isinstance(exc, InvalidTaskError):
-                raise
-            raise PublishError(
-                f"publish to {topic_path} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise publish_failure(topic_path, exc) from exc
 
     def publish_task(
         self, envelope: TaskEnvelope, extra_attributes: Mapping[str, str] | None = None
@@ -117,11 +141,7 @@ class Publisher:
             try:
                 results.append(item.result(timeout=max(0.0, deadline - time.monotonic())))
             except Exception as exc:
-                results.append(
-                    PublishError(
-                        f"publish to {self.settings.topic_path} failed: {type(exc).__name__}"
-                    )
-                )
+                results.append(publish_failure(self.settings.topic_path, exc))
         return results
 
     def check_topic(self, timeout: float) -> None:

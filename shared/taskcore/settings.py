@@ -251,14 +251,7 @@ class Settings(BaseModel):
         "QUEUED_STATUS_RECORDS",
         True,
         "api",
-        "Write a `queued` status record for each published task, off the request path.",
-    )
-    status_queue_size: int = _env(
-        "STATUS_QUEUE_SIZE",
-        20_000,
-        "api",
-        "Queued status records one API process holds for its writer; more are dropped and logged.",
-        ge=1,
+        "Write a `queued` status record for each published task before answering 202.",
     )
     api_workers: int = _env(
         "API_WORKERS",

@@ -67,3 +67,20 @@ def require_submit_key(view: Callable) -> Callable:
         return view(*args, **kwargs)
 
     return guarded
+
+
+def caller_id() -> str:
+    """Who is submitting, as uploads and inputs record it: the submit key's id, or anonymous.
+
+    Never the key itself (a non-reversible hash, as audit records name keys).
+    """
+    from task_api.services import services
+    from taskcore.dlq.audit import key_id
+
+    if not services().settings.api_keys:
+        return ANONYMOUS
+    key = presented_key()
+    return key_id(key) if key else ANONYMOUS
+
+
+ANONYMOUS = "anonymous"

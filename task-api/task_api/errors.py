@@ -9,6 +9,7 @@ import logging
 import re
 
 from flask import Flask, Response, jsonify
+from google.auth.exceptions import DefaultCredentialsError
 from werkzeug.exceptions import HTTPException
 
 from taskcore.errors import ApiRequestError, InfrastructureError, InvalidTaskError
@@ -62,6 +63,16 @@ def _infrastructure(exc: InfrastructureError) -> Response:
     return response
 
 
+def _no_credentials(exc: DefaultCredentialsError) -> Response:
+    # A deployment problem, not the caller's: say "unavailable", and say why in the log.
+    log.error("no Google credentials: %s", exc)
+    response = error_response(
+        503, "service_unavailable", "the service has no credentials for its backends; see its logs"
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _http(exc: HTTPException) -> Response:
     code = "request_too_large" if exc.code == 413 else _snake(exc.name)
     response = error_response(exc.code or 500, code, exc.description or exc.name)
@@ -82,5 +93,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiRequestError, _api_request_error)
     app.register_error_handler(InvalidTaskError, _invalid_task)
     app.register_error_handler(InfrastructureError, _infrastructure)
+    app.register_error_handler(DefaultCredentialsError, _no_credentials)
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(Exception, _unexpected)

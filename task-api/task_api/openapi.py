@@ -165,7 +165,33 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
                     },
                     **_errors("400", "401", "404", "503"),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Cancel a task",
+                "description": "A task that has not started is cancelled at once (200). A running "
+                "one is asked to stop at its next check (202, `cancel_requested_at` set) and "
+                "ends `cancelled`. A task that already finished is 409.",
+                "tags": ["tasks"],
+                "parameters": [
+                    {
+                        "name": "task_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": TASK_ID_PATTERN},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Cancelled.",
+                        "content": _json(_ref("TaskStatus")),
+                    },
+                    "202": {
+                        "description": "Running: asked to stop.",
+                        "content": _json(_ref("TaskStatus")),
+                    },
+                    **_errors("400", "401", "404", "409", "503"),
+                },
+            },
         },
         "/uploads": {
             "post": {

@@ -18,10 +18,10 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 
 from task_api.admin_sessions import AdminSessions
 from task_api.idempotency import IdempotencyStore
+from task_api.queued_records import QueuedRecords
 from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
 from task_api.sign_in_throttle import SignInThrottle
 from task_api.status_sink import status_sink
-from task_api.status_writer import StatusWriter
 from taskcore.clients import storage_client
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
@@ -29,13 +29,13 @@ from taskcore.tasks import TaskRegistry
 
 EXTENSION_KEY = "task_api"
 # gunicorn allows GRACEFUL_TIMEOUT_SECONDS (8 s) to stop; most of it goes to queued records.
-STATUS_FLUSH_SECONDS = 5.0
-# A status record is not worth riding out a long outage for: the worker writes its own.
-STATUS_WRITE_RETRY_SECONDS = 10.0
+# A queued record is written on the request's time: brief retries only (the worker writes
+# its own record anyway).
+STATUS_WRITE_RETRY_SECONDS = 2.0
 
 
 def status_write_retry():
-    """The background writer's GCS retry: short, so an outage drains the queue into drops."""
+    """The GCS retry of queued-record writes: short, they are on the request path."""
     return DEFAULT_RETRY.with_timeout(STATUS_WRITE_RETRY_SECONDS)
 
 
@@ -98,7 +98,7 @@ class ApiServices:
     settings: Settings
     registry: TaskRegistry
     clients: LazyClients
-    status_writer: StatusWriter
+    queued_records: QueuedRecords
     idempotency: IdempotencyStore
     readiness: TopicProbe
     admin_sessions: AdminSessions
@@ -111,9 +111,8 @@ class ApiServices:
             settings=settings,
             registry=registry,
             clients=clients,
-            status_writer=StatusWriter(
-                lambda: status_sink(clients.storage, clients.bucket, status_write_retry()),
-                capacity=settings.status_queue_size,
+            queued_records=QueuedRecords(
+                lambda: status_sink(clients.storage, clients.bucket, status_write_retry())
             ),
             idempotency=IdempotencyStore(
                 lambda: clients.bucket, publish_timeout=settings.publish_timeout_seconds
@@ -124,8 +123,8 @@ class ApiServices:
         )
 
     def close(self) -> None:
-        """Write the queued status records, then flush and stop the publisher."""
-        self.status_writer.close(timeout=STATUS_FLUSH_SECONDS)
+        """Stop the record writers, then flush and stop the publisher."""
+        self.queued_records.close()
         self.clients.close()
 
 

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 # Transient answers worth another try; anything else (403, 404 bucket) will not get better.
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-RETRY_DELAYS_SECONDS = (0.2, 1.0, 3.0)
-REQUEST_TIMEOUT = urllib3.Timeout(connect=3.0, read=10.0)
+# On the request path (the record is written before the 202): a few tries, briefly.
+RETRY_DELAYS_SECONDS = (0.1, 0.4)
+REQUEST_TIMEOUT = urllib3.Timeout(connect=2.0, read=3.0)
 
 
 class StatusSink(Protocol):

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from task_api.auth import caller_id
+from task_api.inputs import pin_inputs
 from task_api.services import ApiServices
 from taskcore.envelope import TaskEnvelope, build_envelope
-from taskcore.errors import ApiRequestError, PublishError
+from taskcore.errors import ApiRequestError, PublishOutcomeUnknown
 from taskcore.events import Event
-from taskcore.status import TaskState, TaskStatus
+from taskcore.lifecycle import Delivery, queued
+from taskcore.status import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ def split_task_type(api: ApiServices, body: dict[str, Any]) -> tuple[str, dict[s
 
 
 def prepare_task(api: ApiServices, task_type: str, fields: dict[str, Any]) -> TaskEnvelope:
-    """A validated envelope no bigger than MAX_TASK_BYTES; ApiRequestError/InvalidTaskError else."""
+    """A validated envelope no bigger than MAX_TASK_BYTES, its inputs checked and pinned;
+    ApiRequestError/InvalidTaskError else."""
     if task_type not in api.registry:
         known = api.registry.names()
         raise ApiRequestError(
@@ -55,7 +59,11 @@ def prepare_task(api: ApiServices, task_type: str, fields: dict[str, Any]) -> Ta
                 task_type_detail(f"unknown task type {task_type!r}", "unknown_task_type", known)
             ],
         )
-    envelope, _ = build_envelope(api.registry, task_type, fields)
+    envelope, payload = build_envelope(api.registry, task_type, fields)
+    uris = payload.input_uris(api.settings.bucket_name)
+    inputs = pin_inputs(api.settings, api.clients.bucket, uris, caller_id()) if uris else {}
+    if inputs:
+        envelope = envelope.model_copy(update={"inputs": inputs})
     limit = api.settings.max_task_bytes
     # The worker dead-letters bodies over MAX_TASK_BYTES; refusing them here tells the caller
     # now, instead of queueing a task that can never run.
@@ -74,38 +82,53 @@ def prepare_task(api: ApiServices, task_type: str, fields: dict[str, Any]) -> Ta
 
 
 def publish(api: ApiServices, envelope: TaskEnvelope) -> str:
-    """Publish and return the message id; PublishError (503) when Pub/Sub did not confirm."""
+    """Publish and return the message id.
+
+    PublishError (503) when Pub/Sub surely has nothing; PublishOutcomeUnknown (503 naming the
+    task id) when the publish timed out or broke off and may have landed all the same.
+    """
     message_id = api.clients.publisher.publish_task(envelope)
     if not message_id:
         # A 202 promises the task is in Pub/Sub; without a message id we cannot promise that.
-        raise PublishError(f"publish of task {envelope.task_id} returned no message id")
+        raise PublishOutcomeUnknown(f"publish of task {envelope.task_id} returned no message id")
     return message_id
 
 
 def accepted(api: ApiServices, envelope: TaskEnvelope, message_id: str) -> dict[str, Any]:
-    """Log the acceptance, enqueue the `queued` status record, and return the 202 body."""
-    log.info(
-        "task accepted",
-        extra={
-            "json_fields": {
-                "event": Event.TASK_ACCEPTED,
-                "task_id": envelope.task_id,
-                "task_type": envelope.task_type,
-                "message_id": message_id,
-            }
-        },
-    )
-    if api.settings.queued_status_records:
-        api.status_writer.submit(
-            TaskStatus(
-                task_id=envelope.task_id,
-                task_type=envelope.task_type,
-                state=TaskState.QUEUED,
-                submitted_at=envelope.submitted_at,
-                message_id=message_id,
-            )
-        )
+    """Log the acceptance, write its `queued` status record, and return the 202 body."""
+    accepted_many(api, [(envelope, message_id)])
     return accepted_body(envelope.task_id, envelope.task_type, message_id)
+
+
+def accepted_many(api: ApiServices, published: list[tuple[TaskEnvelope, str]]) -> None:
+    """Log each acceptance and write the queued records (in parallel) before answering."""
+    for envelope, message_id in published:
+        log.info(
+            "task accepted",
+            extra={
+                "json_fields": {
+                    "event": Event.TASK_ACCEPTED,
+                    "task_id": envelope.task_id,
+                    "task_type": envelope.task_type,
+                    "message_id": message_id,
+                }
+            },
+        )
+    if api.settings.queued_status_records:
+        now = utcnow()
+        api.queued_records.write(
+            [queued(_delivery(envelope, message_id), now) for envelope, message_id in published]
+        )
+
+
+def _delivery(envelope: TaskEnvelope, message_id: str) -> Delivery:
+    return Delivery(
+        task_id=envelope.task_id,
+        task_type=envelope.task_type,
+        message_id=message_id,
+        submitted_at=envelope.submitted_at,
+        payload=envelope.payload,
+    )
 
 
 def accepted_body(task_id: str, task_type: str, message_id: str) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def test_a_key_reused_with_another_body_is_422_and_publishes_nothing_more(pipeli
     )
     reused = requests.post(
         f"{api.url}/submit-task",
-        json={"task_type": "file_processing", "filename": "other.csv"},
+        json={"task_type": "file_processing", "processing_time": 3},
         headers=headers,
         timeout=10,
     )
@@ -206,7 +206,7 @@ def test_a_chunked_upload_over_its_limit_is_413_and_stores_nothing(pipeline, api
 def test_a_small_chunked_body_is_accepted(pipeline, api):
     def chunks():
         yield b'{"task_type": "file_processing",'
-        yield b' "filename": "chunked.csv"}'
+        yield b' "processing_time": 1}'
 
     response = requests.post(
         f"{api.url}/submit-task",
@@ -235,7 +235,7 @@ def test_pubsub_down_is_503_within_5_s_and_the_api_recovers_by_itself(
             def submit():
                 return requests.post(
                     f"{api.url}/submit-task",
-                    json={"task_type": "file_processing"},
+                    json={"task_type": "data_transformation"},
                     headers=AUTH,
                     timeout=10,
                 )

@@ -46,7 +46,7 @@ def test_submitted_task_is_published_with_envelope_and_attributes(pipeline, make
     client = make_client(pipeline)
 
     response = client.post(
-        "/submit-task", json={"task_type": "file_processing", "filename": "report.csv"}
+        "/submit-task", json={"task_type": "file_processing", "filename": "sample.txt"}
     )
 
     assert response.status_code == 202
@@ -59,7 +59,7 @@ def test_submitted_task_is_published_with_envelope_and_attributes(pipeline, make
     body = message_body(message)
     assert body["task_id"] == accepted["task_id"]
     assert body["task_type"] == "file_processing"
-    assert body["payload"] == {"filename": "report.csv"}
+    assert body["payload"] == {"filename": "sample.txt"}
     assert body["schema_version"] == 1 and body["submitted_at"]
 
 
@@ -97,7 +97,7 @@ def test_invalid_task_publishes_nothing(pipeline, make_client):
 def test_missing_topic_is_503_not_202(settings, make_client):
     client = make_client(settings)  # nothing bootstrapped: the topic does not exist
 
-    response = client.post("/submit-task", json={"task_type": "file_processing"})
+    response = client.post("/submit-task", json={"task_type": "data_transformation"})
 
     assert response.status_code == 503
     assert response.headers["Retry-After"]
@@ -109,7 +109,7 @@ def test_unreachable_pubsub_is_503_within_the_publish_timeout(monkeypatch, make_
     client = make_client(Settings.from_env({}, publish_timeout_seconds=1.0))
 
     started = time.monotonic()
-    response = client.post("/submit-task", json={"task_type": "file_processing"})
+    response = client.post("/submit-task", json={"task_type": "data_transformation"})
     elapsed = time.monotonic() - started
 
     assert response.status_code == 503

@@ -56,6 +56,9 @@ class FakeBlob:
     def __init__(self, bucket: FakeBucket, name: str) -> None:
         self.bucket, self.name = bucket, name
         self.generation = None
+        self.metadata = None
+        self.size = None
+        self.content_type = None
 
     def _check(self, if_generation_match) -> None:
         current = self.bucket.objects.get(self.name)
@@ -79,6 +82,7 @@ class FakeBlob:
             self._check(if_generation_match)
             self.bucket.generation += 1
             self.bucket.objects[self.name] = (data, content_type, self.bucket.generation)
+            self.bucket.metadata[self.name] = dict(self.metadata or {})
             self.generation = self.bucket.generation
 
     def _existing(self, if_generation_match) -> tuple[bytes, str | None, int]:
@@ -96,9 +100,13 @@ class FakeBlob:
             return data
 
     def reload(self, **_) -> None:
+        if self.bucket.error is not None:
+            raise self.bucket.error
         if self.name not in self.bucket.objects:
             raise gexc.NotFound(self.name)
-        self.generation = self.bucket.objects[self.name][2]
+        data, self.content_type, self.generation = self.bucket.objects[self.name]
+        self.size = len(data)
+        self.metadata = dict(self.bucket.metadata.get(self.name) or {}) or None
 
     def delete(self, if_generation_match=None, **_) -> None:
         with self.bucket.lock:
@@ -112,6 +120,7 @@ class FakeBucket:
     def __init__(self, name: str) -> None:
         self.name = name
         self.objects: dict[str, tuple[bytes, str | None, int]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
         self.generation = 0
         self.error: Exception | None = None
         self.lock = threading.Lock()
@@ -133,11 +142,15 @@ class FakeStorage:
         return self.buckets.setdefault(name, FakeBucket(name))
 
 
+SAMPLE_INPUT = "uploads/sample.txt"
+
+
+def with_sample_input(storage: FakeStorage) -> FakeStorage:
+    """The recipe's default input (file tasks default to filename sample.txt), uploaded."""
+    bucket_of(storage).blob(SAMPLE_INPUT).upload_from_string(b"sample\n", "text/plain")
+    return storage
+
+
 def bucket_of(storage: FakeStorage) -> FakeBucket:
     """The unit tests' bucket on a fake storage client."""
     return storage.bucket("unit-bucket")
-
-
-def flush(app) -> None:
-    """Wait until the app's background status writer has written what it holds."""
-    assert app.extensions["task_api"].status_writer.flush(5)

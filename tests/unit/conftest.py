@@ -6,7 +6,7 @@ import pytest
 
 from task_api import create_app
 from taskcore.settings import Settings
-from tests.unit.api_fakes import FakePublisher, FakeStorage
+from tests.unit.api_fakes import FakePublisher, FakeStorage, with_sample_input
 
 
 @pytest.fixture
@@ -17,8 +17,8 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def storage() -> FakeStorage:
-    """An in-memory storage client."""
-    return FakeStorage()
+    """An in-memory storage client holding the recipe's default input, uploads/sample.txt."""
+    return with_sample_input(FakeStorage())
 
 
 @pytest.fixture

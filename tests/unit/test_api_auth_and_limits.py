@@ -9,7 +9,7 @@ import pytest
 
 from task_api import create_app
 from taskcore.settings import Settings
-from tests.unit.api_fakes import FakePublisher, FakeStorage
+from tests.unit.api_fakes import FakePublisher, FakeStorage, with_sample_input
 
 SUBMIT_KEY = "submit-key-0123456789"
 OTHER_KEY = "second-submit-key"
@@ -18,7 +18,8 @@ ADMIN_KEY = "admin-key-9876543210"
 
 def make_client(publisher=None, **overrides):
     settings = Settings.from_env({}, bucket_name="unit-bucket", **overrides)
-    app = create_app(settings, publisher=publisher or FakePublisher(), storage=FakeStorage())
+    storage = with_sample_input(FakeStorage())
+    app = create_app(settings, publisher=publisher or FakePublisher(), storage=storage)
     return app.test_client()
 
 

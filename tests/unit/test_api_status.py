@@ -1,31 +1,40 @@
-"""Task status records (written after the answer, read by id) and readiness, with fakes."""
+"""Task status records (written before the answer, read by id, cancelled) and readiness."""
 
 from __future__ import annotations
 
-import threading
-import time
+from datetime import UTC, datetime, timedelta
 
 from google.api_core import exceptions as gexc
 
 from task_api import create_app
-from task_api.status_writer import StatusWriter
+from task_api.queued_records import QueuedRecords
 from taskcore.errors import PublishError
 from taskcore.settings import Settings
-from taskcore.status import StatusStore, TaskState, TaskStatus, status_object_name
-from tests.unit.api_fakes import FakeBucket, FakePublisher, bucket_of, flush
+from taskcore.status import RunClaim, StatusStore, TaskState, TaskStatus, status_object_name
+from tests.unit.api_fakes import FakeBucket, FakePublisher, bucket_of
 
 # --- queued status records ---------------------------------------------------------------------
 
 
-def test_an_accepted_task_gets_a_queued_status_record_after_the_answer(app, client, storage):
+def test_an_accepted_task_has_its_queued_status_record_before_the_answer(client, storage):
     body = client.post("/submit-task", json={"task_type": "file_processing"}).get_json()
-    flush(app)
 
     record = bucket_of(storage).json_of(status_object_name(body["task_id"]))
     assert record["state"] == "queued"
     assert record["task_type"] == "file_processing"
     assert record["message_id"] == body["message_id"]
-    assert record["submitted_at"]
+    assert record["submitted_at"] and record["payload"] == {}, "the payload as submitted"
+    assert client.get(f"/tasks/{body['task_id']}").get_json()["state"] == "queued"
+
+
+def test_every_task_of_a_batch_has_its_record_before_the_answer(client, storage):
+    tasks = [{"task_type": "data_transformation", "dataset_size": n} for n in range(1, 41)]
+    results = client.post("/submit-tasks", json={"tasks": tasks}).get_json()["results"]
+
+    for result in results:
+        assert bucket_of(storage).json_of(status_object_name(result["task_id"]))["state"] == (
+            "queued"
+        )
 
 
 def test_a_task_that_was_not_published_gets_no_status_record(storage):
@@ -35,48 +44,37 @@ def test_a_task_that_was_not_published_gets_no_status_record(storage):
         storage=storage,
     )
     response = app.test_client().post("/submit-task", json={"task_type": "file_processing"})
-    flush(app)
 
     assert response.status_code == 503
-    assert bucket_of(storage).objects == {}
+    assert not any(name.startswith("status/") for name in bucket_of(storage).objects)
 
 
 def test_the_queued_record_never_overwrites_what_the_worker_wrote():
     store = StatusStore(FakeBucket("b"))
     store.create(TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.SUCCEEDED))
-    writer = StatusWriter(lambda: store, capacity=10)
+    records = QueuedRecords(lambda: store)
 
-    writer.submit(TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.QUEUED))
-    assert writer.flush(5)
-    writer.close()
+    records.write([TaskStatus(task_id="t1", task_type="file_processing", state=TaskState.QUEUED)])
+    records.close()
 
     assert store.get("t1").state == TaskState.SUCCEEDED
 
 
-def test_a_full_queue_drops_records_instead_of_blocking_the_request(caplog):
-    release = threading.Event()
-
-    class SlowStore:
-        written = []
-
+def test_a_record_that_cannot_be_written_still_answers_202_for_a_task_that_is_queued(
+    storage, publisher, caplog
+):
+    class BrokenSink:
         def create(self, status):
-            release.wait(5)
-            self.written.append(status.task_id)
-            return True
+            raise ConnectionError("storage down")
 
-    writer = StatusWriter(SlowStore, capacity=2)
-    started = time.monotonic()
-    results = [
-        writer.submit(TaskStatus(task_id=f"t{i}", task_type="x", state=TaskState.QUEUED))
-        for i in range(10)
-    ]
-    elapsed = time.monotonic() - started
-    release.set()
-    writer.close(timeout=5)
+    app = create_app(
+        Settings.from_env({}, bucket_name="unit-bucket"), publisher=publisher, storage=storage
+    )
+    app.extensions["task_api"].queued_records = QueuedRecords(BrokenSink)
+    response = app.test_client().post("/submit-task", json={"task_type": "file_processing"})
 
-    assert elapsed < 0.5
-    assert results.count(False) >= 7 and writer.dropped == results.count(False)
-    assert "status record queue full" in caplog.text
+    assert response.status_code == 202, "Pub/Sub has the task: it will run"
+    assert "queued status record not written" in caplog.text
 
 
 def test_status_records_can_be_turned_off(storage, publisher):
@@ -86,8 +84,47 @@ def test_status_records_can_be_turned_off(storage, publisher):
         storage=storage,
     )
     app.test_client().post("/submit-task", json={"task_type": "file_processing"})
-    flush(app)
-    assert bucket_of(storage).objects == {}
+    assert not any(name.startswith("status/") for name in bucket_of(storage).objects)
+
+
+# --- cancelling ---------------------------------------------------------------------------------
+
+
+def test_cancelling_a_queued_task_cancels_it_at_once(client):
+    body = client.post("/submit-task", json={"task_type": "file_processing"}).get_json()
+
+    response = client.delete(f"/tasks/{body['task_id']}")
+
+    assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
+    assert client.get(f"/tasks/{body['task_id']}").get_json()["state"] == "cancelled"
+
+
+def test_cancelling_a_running_task_asks_its_run_to_stop(client, storage):
+    now = datetime.now(UTC)
+    StatusStore(bucket_of(storage)).create(
+        TaskStatus(
+            task_id="busy1",
+            task_type="file_processing",
+            state=TaskState.RUNNING,
+            run=RunClaim(id="1-aa", execution="e", started_at=now, lease_until=now + timedelta(60)),
+        )
+    )
+
+    response = client.delete("/tasks/busy1")
+
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["state"] == "running" and body["cancel_requested_at"]
+
+
+def test_cancelling_a_finished_task_is_409_and_an_unknown_one_404(client, storage):
+    StatusStore(bucket_of(storage)).create(
+        TaskStatus(task_id="done1", task_type="file_processing", state=TaskState.SUCCEEDED)
+    )
+
+    assert client.delete("/tasks/done1").status_code == 409
+    assert client.delete("/tasks/done1").get_json()["error"]["code"] == "task_finished"
+    assert client.delete("/tasks/nobody").status_code == 404
 
 
 def test_get_task_returns_its_status_record(client, storage):
@@ -101,14 +138,6 @@ def test_get_task_returns_its_status_record(client, storage):
     body = response.get_json()
     assert body["task_id"] == "abc123" and body["state"] == "running"
     assert response.headers["Cache-Control"] == "no-store"
-
-
-def test_get_task_right_after_submit_answers_from_the_pending_record(app, client):
-    writer = app.extensions["task_api"].status_writer
-    writer._pending["fresh1"] = TaskStatus(
-        task_id="fresh1", task_type="file_processing", state=TaskState.QUEUED
-    )
-    assert client.get("/tasks/fresh1").get_json()["state"] == "queued"
 
 
 def test_get_unknown_task_is_404_json(client):

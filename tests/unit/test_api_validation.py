@@ -16,6 +16,7 @@ from task_api import create_app, services
 from task_api.server import gunicorn_options
 from taskcore.errors import PublishError
 from taskcore.settings import Settings
+from tests.unit.api_fakes import SAMPLE_INPUT, FakeStorage, bucket_of, with_sample_input
 
 
 class FakePublisher:
@@ -33,35 +34,13 @@ class FakePublisher:
         return self.message_id and f"{self.message_id}-{len(self.envelopes)}"
 
 
-class FakeBlob:
-    """Just enough of storage.Blob for uploads, honouring if_generation_match=0."""
-
-    def __init__(self, store: dict, name: str, error: Exception | None) -> None:
-        self.store, self.name, self.error = store, name, error
-
-    def upload_from_file(self, stream, size=None, content_type=None, if_generation_match=None):
-        if self.error is not None:
-            raise self.error
-        if if_generation_match == 0 and self.name in self.store:
-            raise gexc.PreconditionFailed("exists")
-        self.store[self.name] = (stream.read(size), content_type)
-
-
-class FakeStorage:
-    """A storage.Client stand-in keeping objects in a dict."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.objects: dict[str, tuple[bytes, str]] = {}
-        self.error = error
-
-    def bucket(self, name):
-        outer = self
-
-        class _Bucket:
-            def blob(self, object_name):
-                return FakeBlob(outer.objects, object_name, outer.error)
-
-        return _Bucket()
+def uploaded(storage) -> dict:
+    """What uploads stored: every object but the sample input and status records."""
+    return {
+        name: value
+        for name, value in bucket_of(storage).objects.items()
+        if name.startswith("uploads/") and name != SAMPLE_INPUT
+    }
 
 
 @pytest.fixture
@@ -76,7 +55,7 @@ def publisher() -> FakePublisher:
 
 @pytest.fixture
 def storage() -> FakeStorage:
-    return FakeStorage()
+    return with_sample_input(FakeStorage())
 
 
 @pytest.fixture
@@ -95,7 +74,7 @@ def error_of(response) -> dict:
 
 def test_valid_task_is_accepted_with_202_task_id_message_id_and_location(client, publisher):
     response = client.post(
-        "/submit-task", json={"task_type": "file_processing", "filename": "report.csv"}
+        "/submit-task", json={"task_type": "file_processing", "filename": "sample.txt"}
     )
 
     assert response.status_code == 202
@@ -110,7 +89,9 @@ def test_valid_task_is_accepted_with_202_task_id_message_id_and_location(client,
     [envelope] = publisher.envelopes
     assert envelope.task_id == body["task_id"]
     assert envelope.task_type == "file_processing"
-    assert envelope.payload == {"filename": "report.csv"}
+    assert envelope.payload == {"filename": "sample.txt"}
+    # The input is pinned to the generation it had when the task was accepted.
+    assert list(envelope.inputs) == ["gs://unit-bucket/uploads/sample.txt"]
 
 
 def test_each_accepted_task_gets_its_own_task_id(client, publisher):
@@ -129,7 +110,8 @@ def test_recipe_spelling_aggregation_is_accepted(client, publisher):
     assert publisher.envelopes[0].payload["transformation"] == "aggregate"
 
 
-def test_accepted_task_is_logged_once_with_ids_and_without_the_body(client, caplog):
+def test_accepted_task_is_logged_once_with_ids_and_without_the_body(client, storage, caplog):
+    bucket_of(storage).blob("uploads/secret-name.csv").upload_from_string(b"x", "text/csv")
     with caplog.at_level(logging.INFO, logger="task_api"):
         body = client.post(
             "/submit-task", json={"task_type": "file_processing", "filename": "secret-name.csv"}
@@ -299,7 +281,7 @@ def test_convenience_route_fields_override_defaults(client, publisher):
 
 
 def test_convenience_route_answers_202_with_the_submit_task_shape(client):
-    response = client.post("/submit-file-task", json={"filename": "a.txt"})
+    response = client.post("/submit-file-task", json={"filename": "sample.txt"})
     body = response.get_json()
     assert set(body) == {"task_id", "message_id", "status", "task_type"}
     assert response.headers["Location"] == f"/tasks/{body['task_id']}"
@@ -393,7 +375,7 @@ def test_upload_is_stored_under_uploads_and_answers_201(client, storage):
         "size": 8,
         "content_type": "text/csv",
     }
-    assert storage.objects["uploads/in/report.csv"] == (b"a,b\n1,2\n", "text/csv")
+    assert uploaded(storage)["uploads/in/report.csv"][:2] == (b"a,b\n1,2\n", "text/csv")
 
 
 def test_upload_without_name_uses_the_secured_filename(client, storage):
@@ -410,26 +392,26 @@ def test_upload_with_an_unsafe_name_is_400(client, storage, name):
     error = error_of(response)
     assert error["code"] == "invalid_object_name"
     assert error["details"][0]["field"] == "name"
-    assert storage.objects == {}
+    assert uploaded(storage) == {}
 
 
 def test_upload_whose_filename_sanitises_to_nothing_is_400(client, storage):
     response = upload(client, filename="../..")
     assert response.status_code == 400
-    assert storage.objects == {}
+    assert uploaded(storage) == {}
 
 
 def test_upload_over_the_size_limit_is_413(client, storage):
     response = upload(client, data=b"x" * 1001)
     assert response.status_code == 413
     assert error_of(response)["code"] == "upload_too_large"
-    assert storage.objects == {}
+    assert uploaded(storage) == {}
 
 
 def test_upload_body_far_over_the_limit_is_413_without_being_read(client, storage):
     response = upload(client, data=b"x" * 200_000)
     assert response.status_code == 413
-    assert storage.objects == {}
+    assert uploaded(storage) == {}
 
 
 def test_upload_of_an_existing_name_is_409_and_keeps_the_original(client, storage):
@@ -439,14 +421,14 @@ def test_upload_of_an_existing_name_is_409_and_keeps_the_original(client, storag
 
     assert response.status_code == 409
     assert error_of(response)["code"] == "upload_exists"
-    assert storage.objects["uploads/same.txt"][0] == b"first"
+    assert uploaded(storage)["uploads/same.txt"][0] == b"first"
 
 
 def test_upload_with_overwrite_true_replaces_an_existing_object(client, storage):
     upload(client, data=b"first", name="same.txt")
     response = upload(client, data=b"second", name="same.txt", query="?overwrite=true")
     assert response.status_code == 201
-    assert storage.objects["uploads/same.txt"][0] == b"second"
+    assert uploaded(storage)["uploads/same.txt"][0] == b"second"
 
 
 def test_upload_without_a_file_part_is_400(client):
@@ -466,7 +448,8 @@ def test_upload_that_is_not_multipart_is_415(client):
 
 
 def test_upload_when_storage_is_down_is_503(settings, publisher):
-    storage = FakeStorage(error=gexc.ServiceUnavailable("down"))
+    storage = FakeStorage()
+    bucket_of(storage).error = gexc.ServiceUnavailable("down")
     client = create_app(settings, publisher=publisher, storage=storage).test_client()
     response = upload(client)
     assert response.status_code == 503

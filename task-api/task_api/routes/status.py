@@ -1,4 +1,4 @@
-"""GET /tasks/<task_id>: the task's status record (queued, running, succeeded, failed, ...)."""
+"""GET /tasks/<task_id>: the task's status record; DELETE /tasks/<task_id>: cancel it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from task_api.auth import require_submit_key
 from task_api.services import services
 from taskcore.envelope import TASK_ID_PATTERN
-from taskcore.errors import ApiRequestError, InfrastructureError
-from taskcore.status import TaskStatus, status_object_name
+from taskcore.errors import ApiRequestError, InfrastructureError, StatusConflictError
+from taskcore.lifecycle import request_cancel
+from taskcore.status import StatusStore, TaskState, TaskStatus, status_object_name, utcnow
 
 bp = Blueprint("status", __name__)
 
@@ -23,24 +24,53 @@ READ_TIMEOUT_SECONDS = 3.0
 _READ_RETRY = DEFAULT_RETRY.with_timeout(READ_TIMEOUT_SECONDS)
 
 
-@bp.get("/tasks/<task_id>")
-@require_submit_key
-def task_status(task_id: str) -> tuple[Response, int, dict[str, str]]:
-    """The task's status record; 404 when there is none, 400 for an impossible task id."""
+def _checked_id(task_id: str) -> str:
     if not _TASK_ID.fullmatch(task_id):
         raise ApiRequestError(
             "task_id must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
             code="invalid_task_id",
             details=[{"field": "task_id", "message": "invalid", "type": "pattern"}],
         )
-    api = services()
-    record = _read(task_id)
-    if record is None:
-        # Accepted moments ago by this process, its queued record not written yet.
-        record = api.status_writer.pending(task_id)
+    return task_id
+
+
+def view(record: TaskStatus) -> dict:
+    """A status record as the API shows it (without the write bookkeeping)."""
+    return record.model_dump(mode="json", exclude={"revision"})
+
+
+@bp.get("/tasks/<task_id>")
+@require_submit_key
+def task_status(task_id: str) -> tuple[Response, int, dict[str, str]]:
+    """The task's status record; 404 when there is none, 400 for an impossible task id."""
+    record = _read(_checked_id(task_id))
     if record is None:
         raise ApiRequestError(f"no task {task_id} is known", status=404, code="task_not_found")
-    return jsonify(record.model_dump(mode="json")), 200, {"Cache-Control": "no-store"}
+    return jsonify(view(record)), 200, {"Cache-Control": "no-store"}
+
+
+@bp.delete("/tasks/<task_id>")
+@require_submit_key
+def cancel_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Cancel a task: 200 cancelled (it had not started), 202 (it runs, and is asked to stop
+    at its next check), 409 when it already finished, 404 when unknown."""
+    store = StatusStore(services().clients.bucket, retry=_READ_RETRY, timeout=READ_TIMEOUT_SECONDS)
+    try:
+        done = store.transition(_checked_id(task_id), request_cancel(utcnow()))
+    except (gexc.GoogleAPIError, requests.RequestException, StatusConflictError) as exc:
+        raise InfrastructureError(f"cancel of {task_id} failed: {type(exc).__name__}") from exc
+    if done.refused and done.refusal.reason == "not_found":
+        raise ApiRequestError(f"no task {task_id} is known", status=404, code="task_not_found")
+    if done.refused:
+        raise ApiRequestError(
+            f"task {task_id} already finished ({done.record.state}); nothing to cancel",
+            status=409,
+            code="task_finished",
+            details=[{"task_id": task_id, "state": str(done.record.state)}],
+        )
+    record = done.record
+    status = 200 if record.state == TaskState.CANCELLED else 202
+    return jsonify(view(record)), status, {"Cache-Control": "no-store"}
 
 
 def _read(task_id: str) -> TaskStatus | None:

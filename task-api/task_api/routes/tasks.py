@@ -7,12 +7,14 @@ publishes nothing (task_api.idempotency); without one, nothing but Pub/Sub is to
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from task_api import idempotency
 from task_api.auth import presented_key, require_submit_key
+from task_api.errors import RetryLaterError
 from task_api.request_body import json_object
 from task_api.services import ApiServices, services
 from task_api.submission import (
@@ -24,6 +26,9 @@ from task_api.submission import (
     split_task_type,
 )
 from taskcore.envelope import TaskEnvelope
+from taskcore.errors import PublishOutcomeUnknown
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("tasks", __name__)
 
@@ -64,9 +69,32 @@ def _queue(task_type: str, fields: dict[str, Any]) -> Accepted:
     # Validation comes first: a request that is refused does not use up its key.
     envelope = prepare_task(api, task_type, fields)
     if key is None:
-        body = accepted(api, envelope, publish(api, envelope))
+        body = accepted(api, envelope, _publish(api, envelope, keyed=False))
         return jsonify(body), 202, location(envelope.task_id)
     return _queue_once(api, idempotency.check_key(key), envelope, fields)
+
+
+def _publish(api: ApiServices, envelope: TaskEnvelope, *, keyed: bool) -> str:
+    """publish(), with an outcome Pub/Sub left open answered as such (503, naming the task)."""
+    try:
+        return publish(api, envelope)
+    except PublishOutcomeUnknown as exc:
+        log.warning(
+            "publish outcome unknown",
+            extra={"json_fields": {"task_id": envelope.task_id, "error": str(exc)[:300]}},
+        )
+        advice = (
+            "send the same request again with the same Idempotency-Key: it runs once either way"
+            if keyed
+            else "the task may run; to retry safely, submit with an Idempotency-Key"
+        )
+        raise RetryLaterError(
+            f"the task queue did not confirm task {envelope.task_id} in time, and it may or "
+            f"may not have been queued; {advice}",
+            status=503,
+            code="outcome_unknown",
+            details=[{"task_id": envelope.task_id, "status": "unknown"}],
+        ) from None
 
 
 def _queue_once(
@@ -89,8 +117,10 @@ def _queue_once(
         # publish landed after all, both messages are one task to the worker.
         envelope = envelope.model_copy(update={"task_id": record.task_id})
     try:
-        message_id = publish(api, envelope)
+        message_id = _publish(api, envelope, keyed=True)
     except Exception:
+        # Released with its task id: the retry takes the key over as the SAME task, so if
+        # this publish landed after all, both messages are one task to the worker.
         api.idempotency.fail(claim)
         raise
     api.idempotency.finish(claim, message_id)

@@ -17,7 +17,8 @@ from google.api_core import exceptions as gexc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from task_api.auth import presented_key, require_submit_key
+from task_api.auth import caller_id, presented_key, require_submit_key
+from task_api.inputs import CHECK_TIMEOUT_SECONDS, OWNER
 from task_api.request_body import MULTIPART_OVERHEAD_BYTES
 from task_api.services import services
 from taskcore.errors import ApiRequestError, InfrastructureError
@@ -74,19 +75,23 @@ def upload() -> tuple[Response, int]:
     object_name = UPLOAD_PREFIX + name
     content_type = file.mimetype or "application/octet-stream"
     overwrite = request.args.get("overwrite", "").lower() in _TRUE
+    owner = caller_id()
     blob = api.clients.bucket.blob(object_name)
+    # Create-only unless overwriting; an overwrite is conditional on the generation checked
+    # to be the caller's own, so two racing uploads of one name cannot both succeed.
+    replacing = _replaceable(api, object_name, owner) if overwrite else 0
+    blob.metadata = {OWNER: owner}
     try:
-        # if_generation_match=0 makes the write create-only on the server, so two racing
-        # uploads of one name cannot both succeed.
         blob.upload_from_file(
             file.stream,
             size=size,
             content_type=content_type,
-            if_generation_match=None if overwrite else 0,
+            if_generation_match=replacing,
         )
     except gexc.PreconditionFailed:
         raise ApiRequestError(
-            f"{object_name} already exists; add ?overwrite=true to replace it",
+            f"{object_name} already exists (or changed meanwhile); add ?overwrite=true to "
+            "replace your own upload",
             status=409,
             code="upload_exists",
         ) from None
@@ -102,6 +107,32 @@ def upload() -> tuple[Response, int]:
         "content_type": content_type,
     }
     return jsonify(body), 201
+
+
+def _replaceable(api, object_name: str, owner: str) -> int:
+    """The generation an overwrite may replace (0: none exists); 403 for another key's upload.
+
+    Tasks already submitted with the old upload keep their pinned generation: they fail as
+    missing_input rather than read what replaced it.
+    """
+    blob = api.clients.bucket.blob(object_name)
+    try:
+        blob.reload(timeout=CHECK_TIMEOUT_SECONDS)
+    except gexc.NotFound:
+        return 0
+    except (gexc.GoogleAPIError, requests.RequestException) as exc:
+        raise InfrastructureError(
+            f"upload check of {object_name} failed: {type(exc).__name__}"
+        ) from exc
+    current = (blob.metadata or {}).get(OWNER)
+    if api.settings.api_keys and current != owner:
+        raise ApiRequestError(
+            f"{object_name} was uploaded with another API key (or by an operator): only its "
+            "uploader may replace it; upload under another name",
+            status=403,
+            code="upload_not_yours",
+        )
+    return int(blob.generation)
 
 
 def _object_name(given: str | None, filename: str | None) -> str:
