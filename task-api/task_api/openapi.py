@@ -45,6 +45,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": REF.format(model=name)}
 
 
+TASK_ID_PARAMETER = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": TASK_ID_PATTERN},
+}
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -150,14 +158,7 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
             "get": {
                 "summary": "A task's status record",
                 "tags": ["tasks"],
-                "parameters": [
-                    {
-                        "name": "task_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": TASK_ID_PATTERN},
-                    }
-                ],
+                "parameters": [TASK_ID_PARAMETER],
                 "responses": {
                     "200": {
                         "description": "The status record.",
@@ -172,14 +173,7 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
                 "one is asked to stop at its next check (202, `cancel_requested_at` set) and "
                 "ends `cancelled`. A task that already finished is 409.",
                 "tags": ["tasks"],
-                "parameters": [
-                    {
-                        "name": "task_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": TASK_ID_PATTERN},
-                    }
-                ],
+                "parameters": [TASK_ID_PARAMETER],
                 "responses": {
                     "200": {
                         "description": "Cancelled.",
