@@ -59,7 +59,9 @@ locals {
     CLAIM_SECONDS             = tostring(var.claim_seconds)
     # 0: the worker reads its budget from the job's memory limit (the container's cgroup).
     WORKER_MEMORY_MB = tostring(var.worker_memory_mb)
-    TASK_MEMORY_MB   = tostring(var.task_memory_mb)
+    # The queue this job's executions drain.
+    QUEUE          = "default"
+    TASK_MEMORY_MB = tostring(var.task_memory_mb)
   }
 }
 

@@ -306,7 +306,10 @@ class TaskProcessor:
         attributes = {k: v for k, v in message.attributes.items() if not k.startswith("goog")}
         attributes[REFRESHED_FROM] = message.message_id
         try:
-            self.publisher.publish(self.settings.topic_path, message.data, attributes)
+            # Back to the topic of the queue it came from (the one this execution drains).
+            self.publisher.publish(
+                self.settings.topic_path_for(self.settings.queue), message.data, attributes
+            )
         except PublishError as exc:
             log.warning("could not re-publish a message on its last delivery: %s", exc)
             self.settler.delay(message.ack_id, self.settings.retry_min_backoff_seconds)

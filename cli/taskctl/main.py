@@ -89,10 +89,19 @@ def show_settings(markdown: bool) -> None:
 
 
 @main.command()
-def worker() -> None:
-    """Run one worker execution: drain the subscription, then exit."""
+@click.option(
+    "--queue",
+    default=None,
+    help="The queue to drain (default: the QUEUE setting, `default`).",
+)
+def worker(queue: str | None) -> None:
+    """Run one worker execution: drain one queue's subscription, then exit."""
+    import os
+
     from background_worker.execution import run_execution
 
+    if queue:
+        os.environ["QUEUE"] = queue  # read, like every setting, through taskcore.settings
     sys.exit(run_execution())
 
 

@@ -7,6 +7,7 @@ emulators (or in a scratch project), and running it twice changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from google.api_core import exceptions as gexc
@@ -14,7 +15,8 @@ from google.cloud import pubsub_v1, storage
 from google.protobuf import duration_pb2
 
 from taskcore.clients import storage_client
-from taskcore.settings import Settings
+from taskcore.settings import DEFAULT_QUEUE, Settings
+from taskcore.tasks import load_task_modules
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def _ensure(report: BootstrapReport, name: str, create) -> None:
         report.existing.append(name)
 
 
-def worker_subscription_request(settings: Settings) -> dict:
+def worker_subscription_request(settings: Settings, queue: str = DEFAULT_QUEUE) -> dict:
     """The worker subscription's shape: ack deadline and dead-letter policy.
 
     No retry policy: the worker applies the backoff itself (modifyAckDeadline to the delay),
@@ -50,8 +52,8 @@ def worker_subscription_request(settings: Settings) -> dict:
     seen to lose messages whose lease expired two or three times).
     """
     return {
-        "name": settings.subscription_path,
-        "topic": settings.topic_path,
+        "name": settings.subscription_path_for(queue),
+        "topic": settings.topic_path_for(queue),
         "ack_deadline_seconds": settings.ack_deadline_seconds,
         "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_SECONDS),
         "dead_letter_policy": {
@@ -72,8 +74,14 @@ def bootstrap(
     publisher: pubsub_v1.PublisherClient | None = None,
     subscriber: pubsub_v1.SubscriberClient | None = None,
     gcs: storage.Client | None = None,
+    queues: Iterable[str] | None = None,
 ) -> BootstrapReport:
-    """Create the topic, DLQ topic, worker and DLQ subscriptions and the bucket, if missing."""
+    """Create the DLQ topic and subscription, each queue's topic and worker subscription (the
+    default queue's and every queue TASK_MODULES declare, unless `queues` are given), and the
+    bucket, if missing."""
+    if queues is None:
+        queues = load_task_modules(settings.task_modules).queues()
+    queues = sorted({DEFAULT_QUEUE, *queues})
     publisher = publisher or pubsub_v1.PublisherClient()
     subscriber = subscriber or pubsub_v1.SubscriberClient()
     gcs = gcs or storage_client(settings)
@@ -97,12 +105,15 @@ def bootstrap(
             }
         ),
     )
-    _ensure(report, settings.topic_path, lambda: publisher.create_topic(name=settings.topic_path))
-    _ensure(
-        report,
-        settings.subscription_path,
-        lambda: subscriber.create_subscription(request=worker_subscription_request(settings)),
-    )
+    for queue in queues:
+        topic = settings.topic_path_for(queue)
+        _ensure(report, topic, lambda topic=topic: publisher.create_topic(name=topic))
+        request = worker_subscription_request(settings, queue)
+        _ensure(
+            report,
+            request["name"],
+            lambda request=request: subscriber.create_subscription(request=request),
+        )
     _ensure(report, f"gs://{settings.bucket_name}", lambda: gcs.create_bucket(settings.bucket_name))
     log.info(
         "bootstrap done: %d created, %d existing",

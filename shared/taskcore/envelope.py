@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taskcore.errors import InvalidTaskError
 from taskcore.payloads import TaskPayload
+from taskcore.settings import DEFAULT_QUEUE
 from taskcore.tasks import TaskRegistry
 
 SCHEMA_VERSION = 1
@@ -50,6 +51,8 @@ class TaskEnvelope(BaseModel):
     # Input object URI → the generation it had when the task was submitted (set by the API):
     # the worker reads exactly that generation.
     inputs: dict[str, int] = Field(default_factory=dict)
+    # The queue its task type routes to (its topic; the worker executions that drain it).
+    queue: str = DEFAULT_QUEUE
 
     def to_message(self) -> tuple[bytes, dict[str, str]]:
         """The Pub/Sub data bytes and attributes for this task."""
@@ -58,6 +61,7 @@ class TaskEnvelope(BaseModel):
             "task_id": self.task_id,
             "task_type": self.task_type,
             "schema_version": str(self.schema_version),
+            "queue": self.queue,
         }
         return data, attributes
 
@@ -74,6 +78,7 @@ def build_envelope(
         task_id=task_id or new_task_id(),
         task_type=task_type,
         payload=payload.model_dump(mode="json", exclude_unset=True),
+        queue=registry.get(task_type).queue,
     )
     return envelope, payload
 
@@ -117,7 +122,8 @@ def parse_message(
         fields = {
             k: v
             for k, v in body.items()
-            if k not in ("task_type", "task_id", "submitted_at", "inputs", "schema_version")
+            if k
+            not in ("task_type", "task_id", "submitted_at", "inputs", "schema_version", "queue")
         }
     task_id = (
         body.get("task_id") or attributes.get("task_id") or _fallback_task_id(data, message_id)
@@ -131,6 +137,7 @@ def parse_message(
             payload=fields,
             submitted_at=body.get("submitted_at") or utcnow(),
             inputs=body.get("inputs") or {},
+            queue=body.get("queue") or registry.get(task_type).queue,
         )
     except ValueError as exc:
         raise InvalidTaskError(f"invalid envelope: {exc}", error_type="invalid_envelope") from None

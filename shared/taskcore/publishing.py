@@ -109,7 +109,7 @@ class Publisher:
         data, attributes = envelope.to_message()
         if extra_attributes:
             attributes.update(extra_attributes)
-        return self.publish(self.settings.topic_path, data, attributes)
+        return self.publish(self.settings.topic_path_for(envelope.queue), data, attributes)
 
     def publish_tasks(self, envelopes: Sequence[TaskEnvelope]) -> list[str | Exception]:
         """Publish tasks concurrently; each result is a message id or the error that stopped it.
@@ -127,7 +127,8 @@ class Publisher:
                         error_type="message_too_large",
                     )
                 check_attributes(attributes)
-                started.append(self.client.publish(self.settings.topic_path, data, **attributes))
+                topic = self.settings.topic_path_for(envelope.queue)
+                started.append(self.client.publish(topic, data, **attributes))
             except InvalidTaskError as exc:
                 started.append(exc)
             except Exception as exc:
@@ -141,7 +142,7 @@ class Publisher:
             try:
                 results.append(item.result(timeout=max(0.0, deadline - time.monotonic())))
             except Exception as exc:
-                results.append(publish_failure(self.settings.topic_path, exc))
+                results.append(publish_failure(self.settings.topic_path, exc))  # any queue's
         return results
 
     def check_topic(self, timeout: float) -> None:

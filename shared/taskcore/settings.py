@@ -17,6 +17,9 @@ from taskcore.errors import ConfigurationError
 
 Scope = Literal["api", "worker", "both", "local"]
 
+# The queue of task types that name none; it keeps TOPIC_NAME and SUBSCRIPTION_NAME.
+DEFAULT_QUEUE = "default"
+
 
 def _env(name: str, default, scope: Scope, description: str, **constraints):
     """Declare one setting: its environment variable, default, who reads it, and why."""
@@ -55,6 +58,14 @@ class Settings(BaseModel):
         "local-task-outputs",
         "both",
         "Bucket for uploads, outputs, status records and archives.",
+    )
+    queue: str = _env(
+        "QUEUE",
+        "default",
+        "worker",
+        "The queue this worker execution drains (`taskctl worker --queue`); `default` is "
+        "TOPIC_NAME/SUBSCRIPTION_NAME, queue q is <TOPIC_NAME>-q/<SUBSCRIPTION_NAME>-q.",
+        pattern=r"^[a-z][a-z0-9-]{0,30}$",
     )
     max_messages: int = _env(
         "MAX_MESSAGES",
@@ -403,13 +414,37 @@ class Settings(BaseModel):
         return type(self).model_validate({**self.model_dump(), **changes})
 
     # --- derived resource paths -------------------------------------------------------------
+    # The default queue keeps TOPIC_NAME and SUBSCRIPTION_NAME; queue q uses <name>-q.
     @property
     def topic_path(self) -> str:
-        return f"projects/{self.project_id}/topics/{self.topic_name}"
+        """The default queue's topic."""
+        return self.topic_path_for(DEFAULT_QUEUE)
 
     @property
     def subscription_path(self) -> str:
-        return f"projects/{self.project_id}/subscriptions/{self.subscription_name}"
+        """The subscription this worker drains: its QUEUE's."""
+        return self.subscription_path_for(self.queue)
+
+    def topic_name_for(self, queue: str) -> str:
+        return self.topic_name if queue == DEFAULT_QUEUE else f"{self.topic_name}-{queue}"
+
+    def subscription_name_for(self, queue: str) -> str:
+        name = self.subscription_name
+        return name if queue == DEFAULT_QUEUE else f"{name}-{queue}"
+
+    def topic_path_for(self, queue: str) -> str:
+        return f"projects/{self.project_id}/topics/{self.topic_name_for(queue)}"
+
+    def subscription_path_for(self, queue: str) -> str:
+        return f"projects/{self.project_id}/subscriptions/{self.subscription_name_for(queue)}"
+
+    def queue_of_subscription(self, subscription: str | None) -> str | None:
+        """The queue whose subscription this is (full path or bare name), or None."""
+        name = (subscription or "").rsplit("/", 1)[-1]
+        if name == self.subscription_name:
+            return DEFAULT_QUEUE
+        prefix = f"{self.subscription_name}-"
+        return name[len(prefix) :] if name.startswith(prefix) and len(name) > len(prefix) else None
 
     @property
     def dlq_topic_path(self) -> str:

@@ -35,8 +35,8 @@ from pydantic import ValidationError
 
 from taskcore.errors import InvalidTaskError, TaskModuleError
 from taskcore.payloads import TaskPayload
+from taskcore.settings import DEFAULT_QUEUE
 
-DEFAULT_QUEUE = "default"
 # Task type names travel in message attributes, metric labels, URLs and queue names.
 TASK_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 _TASK_NAME = re.compile(TASK_NAME_PATTERN)
@@ -51,6 +51,7 @@ RESERVED_FIELDS = frozenset(
         "idempotency_key",
         "delay_seconds",
         "run_at",
+        "queue",
     }
 )
 

@@ -234,9 +234,10 @@ DIFFERENT_ON_PURPOSE = {
 
 def test_terraform_defaults_equal_the_settings_defaults(tf: Terraform):
     wired = wired_defaults(tf)
-    # The project has no default, and the bucket's default name is derived from it.
+    # The project has no default, and the bucket's default name is derived from it; a job's
+    # QUEUE is the queue that job drains.
     derived = {name for name, default in wired.items() if default is None}
-    assert derived == {"GOOGLE_CLOUD_PROJECT", "BUCKET_NAME"}, derived
+    assert derived == {"GOOGLE_CLOUD_PROJECT", "BUCKET_NAME", "QUEUE"}, derived
     differ = {
         name: (default, setting_default(name))
         for name, default in wired.items()

@@ -31,7 +31,7 @@ from taskcore.envelope import parse_message
 from taskcore.errors import InvalidTaskError, TaskPipelineError
 from taskcore.lifecycle import replaced_by
 from taskcore.publishing import Publisher, check_attributes
-from taskcore.settings import Settings
+from taskcore.settings import DEFAULT_QUEUE, Settings
 from taskcore.status import StatusStore, TaskState
 from taskcore.tasks import TaskRegistry, load_task_modules
 
@@ -161,6 +161,8 @@ class Prepared:
     attributes: dict[str, str]
     # Set when the replay runs as a new task (its payload was changed).
     new_task_id: str | None = None
+    # The queue it goes back to: its task type's, else the one it came from.
+    queue: str = DEFAULT_QUEUE
 
 
 @dataclass
@@ -180,6 +182,7 @@ def prepare(
     sets: Sequence[tuple[str, Any]],
     registry: TaskRegistry,
     now: datetime,
+    settings: Settings | None = None,
 ) -> Plan:
     """The messages to publish, what a patch would make invalid, and what is not replayed.
 
@@ -208,8 +211,20 @@ def prepare(
                 {"task_id": letter.task_id, "message_id": letter.message_id, "error": str(exc)}
             )
             continue
-        plan.prepared.append(Prepared(letter, data, attributes, new_task_id))
+        queue = _queue_of(letter, registry, settings)
+        attributes["queue"] = queue
+        plan.prepared.append(Prepared(letter, data, attributes, new_task_id, queue))
     return plan
+
+
+def _queue_of(letter: DeadLetter, registry: TaskRegistry, settings: Settings | None) -> str:
+    """The queue a replay goes to: its task type's now, else the queue it was dead-lettered from."""
+    if letter.task_type and letter.task_type in registry:
+        return registry.get(letter.task_type).queue
+    from_subscription = (
+        settings.queue_of_subscription(letter.source_subscription) if settings else None
+    )
+    return letter.attributes.get("queue") or from_subscription or DEFAULT_QUEUE
 
 
 class _AckBatcher:
@@ -269,11 +284,12 @@ def publish_replays(
     finished = [0]
     # Bounds the publishes in flight, so a stop leaves little unconfirmed work to wait for.
     slots = threading.BoundedSemaphore(PUBLISH_THREADS * 4)
-    topic = publisher.settings.topic_path
 
     def publish(item: Prepared) -> None:
         try:
-            publisher.publish(topic, item.data, item.attributes)
+            publisher.publish(
+                publisher.settings.topic_path_for(item.queue), item.data, item.attributes
+            )
         except Exception as exc:  # whatever the failure, the dead letter stays in the DLQ
             with lock:
                 result.failed.append(
@@ -366,6 +382,7 @@ def run_replay(
                 sets,
                 registry if registry is not None else load_task_modules(settings.task_modules),
                 now(),
+                settings,
             )
             if plan.problems:
                 raise ReplayRefused(plan.problems)
