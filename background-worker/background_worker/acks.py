@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from google.api_core import exceptions as gexc
 from google.api_core import retry as api_retry
@@ -50,9 +50,17 @@ class Settler:
     RESEND_MIN_SECONDS = 0.2
     RESEND_MAX_SECONDS = 5.0
 
-    def __init__(self, subscriber: pubsub_v1.SubscriberClient, subscription_path: str) -> None:
+    def __init__(
+        self,
+        subscriber: pubsub_v1.SubscriberClient,
+        subscription_path: str,
+        on_return: Callable[[float], None] | None = None,
+    ) -> None:
         self.subscriber = subscriber
         self.subscription_path = subscription_path
+        # Told when messages go back to the queue, and in how long they are due again (the
+        # worker leaves a wake-up for the dispatcher: no execution may be running by then).
+        self._on_return = on_return
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._settled: set[str] = set()
@@ -83,11 +91,25 @@ class Settler:
 
     def nack(self, ack_ids: Iterable[str]) -> int:
         """Return messages now (ack deadline 0) instead of at lease expiry."""
-        return self._return(ack_ids, 0)
+        returned = self._return(ack_ids, 0)
+        if returned:
+            self._returned(0)
+        return returned
 
     def delay(self, ack_id: str, seconds: float) -> bool:
         """Return a message after `seconds` (the retry backoff): it stays leased until then."""
-        return self._return([ack_id], int(max(0, min(MAX_DEADLINE_SECONDS, round(seconds))))) == 1
+        seconds = int(max(0, min(MAX_DEADLINE_SECONDS, round(seconds))))
+        returned = self._return([ack_id], seconds) == 1
+        if returned:
+            self._returned(seconds)
+        return returned
+
+    def _returned(self, seconds: float) -> None:
+        if self._on_return is not None:
+            try:
+                self._on_return(seconds)
+            except Exception as exc:  # a wake-up is a hint; the message is returned anyway
+                log.warning("wake-up not left: %s", _short(exc))
 
     def extend(self, ack_ids: Iterable[str], seconds: int) -> bool:
         """Extend the leases of messages still being worked on; False if the call failed."""

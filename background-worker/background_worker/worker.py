@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from google.api_core import exceptions as gexc
 
@@ -27,12 +28,15 @@ from background_worker.leases import ClaimKeeper, LeaseKeeper
 from background_worker.memory import MemoryBudget
 from background_worker.processing import InFlight, Outcome, TaskProcessor
 from background_worker.storage_gate import StorageGate
+from background_worker.wakeups import Wakeups
 from taskcore import lifecycle
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, storage_retry, subscriber_client
+from taskcore.demand import DemandStore
 from taskcore.errors import InfrastructureError
 from taskcore.events import Event
 from taskcore.publishing import Publisher
+from taskcore.schedule import ScheduleStore
 from taskcore.settings import Settings
 from taskcore.status import StatusStore, utcnow
 from taskcore.tasks import TaskRegistry, load_task_modules
@@ -79,6 +83,10 @@ class ExecutionSummary:
         }
 
 
+# Stopping for these with the queue maybe not empty, a worker task asks for a replacement.
+REPLACED_ON = ("run_budget", "shutdown")
+
+
 class Worker:
     """Drains one subscription; build it once per execution, then call run()."""
 
@@ -98,7 +106,16 @@ class Worker:
         self.publisher = publisher or Publisher(settings)
         self.retry = storage_retry(settings)
         self.status = StatusStore(self.bucket, retry=self.retry)
-        self.settler = Settler(self.subscriber, settings.subscription_path)
+        self.demand = DemandStore(self.bucket, retry=self.retry)
+        self._last_pull_started: datetime | None = None
+        self.wakeups = None
+        if settings.dispatch_enabled:
+            self.wakeups = Wakeups(ScheduleStore(self.bucket, retry=self.retry), settings.queue)
+        self.settler = Settler(
+            self.subscriber,
+            settings.subscription_path,
+            on_return=self.wakeups.returned if self.wakeups else None,
+        )
         self.leases = LeaseKeeper(self.settler, settings.ack_deadline_seconds)
         self.claims = ClaimKeeper(self.status, settings.claim_seconds)
         self.gate = StorageGate(self.bucket, settings.infra_retry_seconds, self.shutdown)
@@ -177,6 +194,13 @@ class Worker:
                     last_activity = self._collect(done, in_flight, summary) or last_activity
             if failure is not None:
                 summary.stop_reason = "infrastructure"
+            elif summary.stop_reason == "idle" and self._last_pull_started is not None:
+                # Tells the dispatcher that what was queued before this pull has been taken.
+                self.demand.mark_drained(self.settings.queue, self._last_pull_started)
+            elif summary.stop_reason in REPLACED_ON and self.wakeups is not None:
+                self.wakeups.replace_me(
+                    f"{self.settings.cloud_run_execution or 'local'}-{self.settings.cloud_run_task_index}"
+                )
             # Leases and claims keep running while in-flight work finishes, whatever stopped us.
             self._finish(in_flight, summary)
         finally:
@@ -218,6 +242,7 @@ class Worker:
         deadline = time.monotonic() + self.settings.infra_retry_seconds
         delay = 0.2
         while not self.shutdown.is_set():
+            self._last_pull_started = utcnow()
             try:
                 response = self.subscriber.pull(
                     request={

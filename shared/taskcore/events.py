@@ -49,6 +49,16 @@ class Event(enum.StrEnum):
     """The message went back to the queue without counting against the task: shutdown,
     storage unreachable, or another delivery of the same task holds it."""
 
+    # --- the dispatcher (in the API) ----------------------------------------------------
+    TASK_SCHEDULED = "task_scheduled"
+    """A delayed task was accepted: it is kept, unpublished, until run_at."""
+
+    PERIODIC_FIRED = "periodic_fired"
+    """One firing of a periodic task type was published (its task id names the firing)."""
+
+    EXECUTION_STARTED = "execution_started"
+    """The dispatcher started a worker execution for a queue (tasks: its parallel count)."""
+
     # --- the worker: one line per execution ----------------------------------------------
     EXECUTION_SUMMARY = "execution_summary"
     """What one execution did (counts by outcome, stop reason, duration)."""
@@ -82,5 +92,10 @@ EVENT_FIELDS: Mapping[Event, frozenset[str]] = MappingProxyType(
             {"received", "processed", "failed", "dead_lettered", "stop_reason", "duration_seconds"}
         ),
         Event.EXECUTION_FAILED: frozenset(),
+        Event.TASK_SCHEDULED: frozenset({"task_id", "task_type", "queue", "run_at"}),
+        Event.PERIODIC_FIRED: frozenset({"task_id", "task_type", "queue", "scheduled_at"}),
+        Event.EXECUTION_STARTED: frozenset(
+            {"queue", "job", "execution", "tasks", "concurrency", "backlog", "running"}
+        ),
     }
 )

@@ -393,6 +393,22 @@ def exhausted_by_pubsub(now: datetime, delivery_count: int):
     return change
 
 
+def scheduled(delivery: Delivery, run_at: datetime, now: datetime) -> TaskStatus:
+    """The record of a delayed task, `scheduled` until run_at (created only if none exists)."""
+    return _base(None, delivery).entering(TaskState.SCHEDULED, now, run_at=run_at)
+
+
+def came_due(now: datetime):
+    """A scheduled task is being published: it is queued now (anything else stays as it is)."""
+
+    def change(record: TaskStatus | None):
+        if record is None or record.state != TaskState.SCHEDULED:
+            return None
+        return record.entering(TaskState.QUEUED, now)
+
+    return change
+
+
 def queued(delivery: Delivery, now: datetime) -> TaskStatus:
     """The record of a task just accepted (the API creates it only if none exists yet)."""
     return _base(None, delivery).entering(TaskState.QUEUED, now)

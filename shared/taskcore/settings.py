@@ -7,6 +7,7 @@ locally with no variable set. Nothing is read at import time: call `Settings.fro
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Literal
@@ -309,6 +310,54 @@ class Settings(BaseModel):
         repr=False,
     )
 
+    # --- the dispatcher: executions on demand (in the API) ------------------------------------
+    dispatch_enabled: bool = _env(
+        "DISPATCH_ENABLED",
+        False,
+        "both",
+        "Start worker executions on demand through the Cloud Run Admin API (or the local "
+        "stand-in) when tasks are accepted and on each tick; workers leave wake-ups for "
+        "the messages they send back with a backoff.",
+    )
+    queues: str = _env(
+        "QUEUES",
+        "{}",
+        "api",
+        'Per-queue dispatch limits, JSON: {"urgent": {"job": ..., "max_tasks": 10, '
+        '"backlog_per_task": 100, "max_concurrency": 0, "worker_concurrency": 64}}; '
+        "queues it does not name get these defaults.",
+    )
+    worker_job_name: str = _env(
+        "WORKER_JOB_NAME",
+        "task-worker",
+        "api",
+        "The default queue's Cloud Run job; queue q's is <WORKER_JOB_NAME>-q unless QUEUES names it.",
+    )
+    run_region: str = _env(
+        "RUN_REGION", "us-central1", "api", "Region of the worker jobs the dispatcher runs."
+    )
+    dispatch_cooldown_seconds: float = _env(
+        "DISPATCH_COOLDOWN_SECONDS",
+        2.0,
+        "api",
+        "Least time between two dispatch decisions for one queue, across every API instance.",
+        gt=0,
+        le=600,
+    )
+    scheduler_service_account: str | None = _env(
+        "SCHEDULER_SERVICE_ACCOUNT",
+        None,
+        "api",
+        "The only caller allowed on /internal/* (tick, periodic firings): its Google ID token "
+        "is verified. Unset: open (the local stack).",
+    )
+    run_api_host: str | None = _env(
+        "RUN_API_HOST",
+        None,
+        "local",
+        "host:port of the local Cloud Run Jobs stand-in (local only).",
+    )
+
     # --- logging and the Cloud Run execution ------------------------------------------------
     log_level: str = _env("LOG_LEVEL", "INFO", "both", "Python log level.")
     cloud_run_execution: str | None = _env(
@@ -339,6 +388,17 @@ class Settings(BaseModel):
                 # whoever set it meant, and nothing would say so.
                 raise ValueError("is set but names no key (only commas and spaces)")
             return keys
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues_json(cls, value: str) -> str:
+        try:
+            table = json.loads(value or "{}")
+        except ValueError as exc:
+            raise ValueError(f"is not JSON: {exc}") from None
+        if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+            raise ValueError('must be a JSON object of queue name → {"job": ..., ...}')
         return value
 
     @field_validator("input_prefixes", mode="before")

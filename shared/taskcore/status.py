@@ -160,6 +160,8 @@ class TaskStatus(BaseModel):
     cancel_requested_at: datetime | None = None
     dead_letter: DeadLetterInfo | None = None
     submitted_at: datetime | None = None
+    # A delayed task: when it is due (it is `scheduled` until then).
+    run_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -77,6 +77,9 @@ class TaskType:
     # Always run in a child process of its own (the worker isolates a task by itself once
     # a run of it died with its execution).
     isolated: bool = False
+    # A cron expression: the task runs periodically, with its payload's defaults, in timezone.
+    schedule: str | None = None
+    timezone: str = "UTC"
 
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of this type's payload."""
@@ -102,6 +105,8 @@ def task(
     permanent: Iterable[type[BaseException]] = (),
     memory_mb: int | None = None,
     isolated: bool = False,
+    schedule: str | None = None,
+    timezone: str = "UTC",
 ) -> Callable[[Handler], Handler]:
     """Declare the decorated function as the handler of task type `name` (default: its name).
 
@@ -110,7 +115,9 @@ def task(
     description: shown by /task-types and /docs (default: the docstring's first paragraph);
     permanent: exception types that mean a retry cannot help (dead-lettered at once);
     memory_mb: the memory one run may use (default TASK_MEMORY_MB);
-    isolated: run each run in a child process of its own (CPU-bound or untrusted code).
+    isolated: run each run in a child process of its own (CPU-bound or untrusted code);
+    schedule, timezone: run it periodically (cron, e.g. "0 3 * * *" in "Europe/Paris"), with
+    its payload's defaults; each firing is a task whose id names the firing.
     """
 
     def decorate(fn: Handler) -> Handler:
@@ -125,6 +132,8 @@ def task(
             module=fn.__module__,
             memory_mb=_memory(memory_mb),
             isolated=bool(isolated),
+            schedule=schedule,
+            timezone=timezone,
         )
         check_task_type(declared)
         _declare(declared)
@@ -146,6 +155,28 @@ def check_task_type(task_type: TaskType) -> None:
     clash = RESERVED_FIELDS & set(task_type.payload_model.model_fields)
     if clash:
         raise TypeError(f"{where}: payload fields {sorted(clash)} are reserved by the API")
+    if task_type.schedule is not None:
+        _check_schedule(task_type, where)
+
+
+def _check_schedule(task_type: TaskType, where: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import croniter
+
+    if not croniter.is_valid(task_type.schedule):
+        raise TypeError(f"{where}: schedule {task_type.schedule!r} is not a cron expression")
+    try:
+        ZoneInfo(task_type.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TypeError(f"{where}: timezone {task_type.timezone!r} is not a time zone") from None
+    try:
+        task_type.payload_model.model_validate({})
+    except ValidationError:
+        raise TypeError(
+            f"{where}: a periodic task runs with its payload's defaults, but "
+            f"{task_type.payload_model.__name__} has required fields"
+        ) from None
 
 
 def _declare(declared: TaskType) -> None:

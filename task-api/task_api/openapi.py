@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import AwareDatetime, BaseModel, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from task_api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from task_api.idempotency import KEY_PATTERN
 from task_api.openapi_admin import admin_paths, admin_schemas
+from task_api.openapi_internal import internal_paths, internal_schemas
+from task_api.scheduling import MAX_DELAY_SECONDS
 from task_api.schemas import ADMIN_RESPONSE_MODELS, MAX_BATCH_TASKS, RESPONSE_MODELS
 from taskcore.envelope import TASK_ID_PATTERN
 from taskcore.payloads import MAX_OBJECT_NAME_BYTES
@@ -34,6 +36,19 @@ def task_request_models(registry: TaskRegistry) -> dict[str, type[BaseModel]]:
             __base__=task_type.payload_model,
             __doc__=task_type.description or task_type.payload_model.__doc__,
             task_type=(Literal[task_type.name], Field(description="Selects the task type.")),
+            delay_seconds=(
+                float | None,
+                Field(
+                    None,
+                    ge=0,
+                    le=MAX_DELAY_SECONDS,
+                    description="Hold the task this long before it runs (status `scheduled`).",
+                ),
+            ),
+            run_at=(
+                AwareDatetime | None,
+                Field(None, description="Run the task at this time (not with delay_seconds)."),
+            ),
         )
     return models
 
@@ -336,6 +351,8 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
         },
     }
     paths = _paths(models)
+    paths.update(internal_paths(_errors))
+    schemas.update(internal_schemas())
     if admin:
         paths.update(admin_paths(_errors))
         schemas.update(admin_schemas())
@@ -364,6 +381,12 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
                     "description": "Authorization: Bearer <one of API_KEYS>",
                 },
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "googleIdToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A Google-signed ID token (Cloud Scheduler's OIDC token).",
+                },
             },
             "parameters": {
                 "IdempotencyKey": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -30,22 +31,28 @@ class ErrorResponse(BaseModel):
 
 
 class TaskAccepted(BaseModel):
-    """A task Pub/Sub has confirmed: it will run."""
+    """A task Pub/Sub has confirmed (queued), or a delayed task kept until due (scheduled)."""
 
     task_id: str = Field(pattern=TASK_ID_PATTERN)
-    message_id: str = Field(min_length=1, description="The Pub/Sub message id.")
-    status: Literal["queued"]
+    message_id: str | None = Field(
+        description="The Pub/Sub message id (null for a scheduled task: not published yet)."
+    )
+    status: Literal["queued", "scheduled"]
     task_type: str
+    run_at: datetime | None = Field(None, description="When a scheduled task is due.")
 
 
 class BatchItemResult(BaseModel):
-    """One batch item: queued (with ids), rejected (invalid: fix it) or failed (retry it)."""
+    """One batch item: queued or scheduled (with ids), rejected (invalid: fix it), failed
+    (retry it) or unknown (retry it with its idempotency_key)."""
 
     index: int = Field(ge=0)
-    status: Literal["queued", "rejected", "failed"]
+    status: Literal["queued", "scheduled", "rejected", "failed", "unknown"]
     task_id: str | None = None
     message_id: str | None = None
     task_type: str | None = None
+    run_at: datetime | None = None
+    replayed: bool | None = None
     error: ErrorBody | None = None
 
 
@@ -53,8 +60,10 @@ class BatchAccepted(BaseModel):
     """Per-item results of POST /submit-tasks, in request order."""
 
     queued: int
+    scheduled: int
     rejected: int
     failed: int
+    unknown: int
     results: list[BatchItemResult]
 
 

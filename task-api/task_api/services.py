@@ -8,7 +8,8 @@ Nothing is created when the app is built, so gunicorn forks before any channel e
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from flask import current_app
 from google.cloud import storage as gcs
 from google.cloud.storage.retry import DEFAULT_RETRY
 
+from dispatcher.jobs import JobsGateway
+from dispatcher.service import Dispatcher
+from dispatcher.trigger import DispatchTrigger
 from task_api.admin_sessions import AdminSessions
 from task_api.idempotency import IdempotencyStore
 from task_api.queued_records import QueuedRecords
@@ -25,6 +29,7 @@ from task_api.status_sink import status_sink
 from taskcore.clients import storage_client
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
+from taskcore.status import StatusStore
 from taskcore.tasks import TaskRegistry
 
 EXTENSION_KEY = "task_api"
@@ -103,6 +108,7 @@ class ApiServices:
     readiness: TopicProbe
     admin_sessions: AdminSessions
     sign_in_throttle: SignInThrottle
+    trigger: DispatchTrigger
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
@@ -120,11 +126,39 @@ class ApiServices:
             readiness=TopicProbe(clients.check_topic),
             admin_sessions=AdminSessions(lambda: clients.bucket),
             sign_in_throttle=SignInThrottle(),
+            trigger=DispatchTrigger(
+                lambda: Dispatcher(
+                    settings,
+                    registry,
+                    clients.bucket,
+                    clients.publisher,
+                    JobsGateway(settings) if settings.dispatch_enabled else None,
+                ),
+                settings.dispatch_cooldown_seconds,
+            ),
         )
 
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The dispatcher of this process (delayed and periodic tasks; executions on demand)."""
+        return self.trigger.dispatcher
+
+    @property
+    def status_store(self) -> StatusStore:
+        """Status records on the shared bucket, with the client's default retry."""
+        return StatusStore(self.clients.bucket)
+
+    def accepted(self, queues: Iterable[str]) -> None:
+        """Tasks were queued: let the dispatcher start executions for their queues."""
+        if not self.settings.dispatch_enabled:
+            return
+        for queue, count in Counter(queues).items():
+            self.trigger.poke(queue, count)
+
     def close(self) -> None:
-        """Stop the record writers, then flush and stop the publisher."""
+        """Stop the record writers and the dispatcher, then flush and stop the publisher."""
         self.queued_records.close()
+        self.trigger.close()
         self.clients.close()
 
 

@@ -119,6 +119,7 @@ def accepted_many(api: ApiServices, published: list[tuple[TaskEnvelope, str]]) -
         api.queued_records.write(
             [queued(_delivery(envelope, message_id), now) for envelope, message_id in published]
         )
+    api.accepted(envelope.queue for envelope, _ in published)
 
 
 def _delivery(envelope: TaskEnvelope, message_id: str) -> Delivery:
@@ -126,17 +127,18 @@ def _delivery(envelope: TaskEnvelope, message_id: str) -> Delivery:
         task_id=envelope.task_id,
         task_type=envelope.task_type,
         message_id=message_id,
+        queue=envelope.queue,
         submitted_at=envelope.submitted_at,
         payload=envelope.payload,
     )
 
 
 def accepted_body(task_id: str, task_type: str, message_id: str) -> dict[str, Any]:
-    """The body of a 202 for one task."""
+    """The body of a 202 for one task (no message id: a delayed task, not published yet)."""
     return {
         "task_id": task_id,
-        "message_id": message_id,
-        "status": "queued",
+        "message_id": message_id or None,
+        "status": "queued" if message_id else "scheduled",
         "task_type": task_type,
     }
 

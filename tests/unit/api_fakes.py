@@ -35,6 +35,12 @@ class FakePublisher:
     def publish_task(self, envelope) -> str:
         return self._one(envelope)
 
+    def publish(self, topic: str, data: bytes, attributes) -> str:
+        """A raw message (the dispatcher publishes delayed tasks as they were kept)."""
+        from taskcore.envelope import TaskEnvelope
+
+        return self._one(TaskEnvelope.model_validate_json(data))
+
     def publish_tasks(self, envelopes):
         results = []
         for envelope in envelopes:
@@ -127,6 +133,13 @@ class FakeBucket:
 
     def blob(self, name: str) -> FakeBlob:
         return FakeBlob(self, name)
+
+    def list_blobs(self, prefix: str = "", max_results: int | None = None, **_):
+        if self.error is not None:
+            raise self.error
+        with self.lock:
+            names = sorted(n for n in self.objects if n.startswith(prefix or ""))
+        return [FakeBlob(self, n) for n in names[:max_results]]
 
     def json_of(self, name: str):
         return json.loads(self.objects[name][0])

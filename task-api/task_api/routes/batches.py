@@ -7,13 +7,14 @@ by item (an item already published answers with its task, `replayed: true`). The
 lists one result per item, in order, each with a status:
 
 - `queued`: published; its status record exists;
+- `scheduled`: an item with `delay_seconds` or `run_at`, kept until due (task_api.scheduling);
 - `rejected`: invalid, and sending it again will not help;
 - `failed`: Pub/Sub surely did not take it: safe and useful to send again;
 - `unknown`: the publish timed out or broke off, so it may or may not be queued: send it
   again with the same idempotency_key and it runs once either way (without a key it may run
   twice, or not at all).
 
-The HTTP status: 202 when every item was queued; 207 when some were not; 400
+The HTTP status: 202 when every item was queued or scheduled; 207 when some were not; 400
 `nothing_queued` when every item was rejected; 503 with Retry-After when nothing was queued
 and some items failed or are unknown.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -31,6 +33,7 @@ from task_api import idempotency
 from task_api.auth import presented_key, require_submit_key
 from task_api.errors import RETRY_AFTER_SECONDS, RetryLaterError
 from task_api.request_body import check_json_values, json_object, refuse_unknown_fields
+from task_api.scheduling import schedule_task, scheduled_body, take_run_at
 from task_api.schemas import MAX_BATCH_TASKS
 from task_api.services import ApiServices, services
 from task_api.submission import accepted_body, accepted_many, prepare_task, split_task_type
@@ -60,6 +63,7 @@ class Item:
     fields: dict[str, Any]
     key: str | None = None
     claim: idempotency.Claim | None = None
+    run_at: datetime | None = None
 
 
 @bp.post("/submit-tasks")
@@ -85,6 +89,10 @@ def submit_tasks() -> tuple[Response, int, dict[str, str]]:
         except InfrastructureError as exc:  # its inputs could not be checked just now
             results[index] = _unavailable(index, exc)
     ready = _claim_keys(api, ready, results)
+    delayed = [item for item in ready if item.run_at is not None]
+    if delayed:
+        _schedule(api, delayed, results)
+        ready = [item for item in ready if item.run_at is None]
     if ready:
         outcomes = api.clients.publisher.publish_tasks([item.envelope for item in ready])
         published = []
@@ -120,7 +128,31 @@ def _prepare(api: ApiServices, index: int, raw: Any) -> Item:
             raise ApiRequestError(f"{ITEM_KEY} must be a string", code="invalid_idempotency_key")
         idempotency.check_key(key)
     task_type, fields = split_task_type(api, raw)
-    return Item(index, prepare_task(api, task_type, fields), fields, key)
+    run_at = take_run_at(fields)
+    return Item(index, prepare_task(api, task_type, fields), fields, key, run_at=run_at)
+
+
+def _schedule(api: ApiServices, delayed: list[Item], results) -> None:
+    """Keep the delayed items until they are due (in parallel), each answered on its own."""
+
+    def keep(item: Item) -> Exception | None:
+        try:
+            schedule_task(api, item.envelope, item.run_at)
+        except InfrastructureError as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(min(CLAIMERS, len(delayed)), thread_name_prefix="delayed") as pool:
+        outcomes = list(pool.map(keep, delayed))
+    for item, failure in zip(delayed, outcomes, strict=True):
+        if failure is not None:
+            if item.claim is not None:
+                api.idempotency.fail(item.claim)
+            results[item.index] = _unavailable(item.index, failure)
+            continue
+        if item.claim is not None:
+            api.idempotency.finish(item.claim, "")
+        results[item.index] = {"index": item.index, **scheduled_body(item.envelope, item.run_at)}
 
 
 def _claim_keys(api: ApiServices, ready: list[Item], results) -> list[Item]:
@@ -225,9 +257,10 @@ def _unknown(item: Item) -> dict[str, Any]:
 
 def _answer(results: list[dict[str, Any] | None]) -> tuple[Response, int, dict[str, str]]:
     done = [r for r in results if r is not None]
-    statuses = ("queued", "rejected", "failed", "unknown")
+    statuses = ("queued", "scheduled", "rejected", "failed", "unknown")
     counts = {s: sum(r["status"] == s for r in done) for s in statuses}
-    if counts["queued"] == len(done):
+    taken = counts["queued"] + counts["scheduled"]
+    if taken == len(done):
         return jsonify(counts | {"results": done}), 202, {}
     if counts["rejected"] == len(done):
         # A 2xx would read as "accepted" to a client that only checks the status class.
@@ -236,7 +269,7 @@ def _answer(results: list[dict[str, Any] | None]) -> tuple[Response, int, dict[s
             code="nothing_queued",
             details=done,
         )
-    if (counts["failed"] or counts["unknown"]) and not counts["queued"]:
+    if (counts["failed"] or counts["unknown"]) and not taken:
         raise RetryLaterError(
             "the task queue is unavailable; nothing was confirmed queued, send the batch again "
             f"shortly (items with an {ITEM_KEY} run once however often they are sent)",

@@ -8,6 +8,7 @@ publishes nothing (task_api.idempotency); without one, nothing but Pub/Sub is to
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -16,6 +17,7 @@ from task_api import idempotency
 from task_api.auth import presented_key, require_submit_key
 from task_api.errors import RetryLaterError
 from task_api.request_body import json_object
+from task_api.scheduling import schedule_task, scheduled_body, take_run_at
 from task_api.services import ApiServices, services
 from task_api.submission import (
     accepted,
@@ -67,11 +69,15 @@ def _queue(task_type: str, fields: dict[str, Any]) -> Accepted:
     api = services()
     key = request.headers.get(idempotency.HEADER)
     # Validation comes first: a request that is refused does not use up its key.
+    run_at = take_run_at(fields)
     envelope = prepare_task(api, task_type, fields)
     if key is None:
+        if run_at is not None:
+            schedule_task(api, envelope, run_at)
+            return jsonify(scheduled_body(envelope, run_at)), 202, location(envelope.task_id)
         body = accepted(api, envelope, _publish(api, envelope, keyed=False))
         return jsonify(body), 202, location(envelope.task_id)
-    return _queue_once(api, idempotency.check_key(key), envelope, fields)
+    return _queue_once(api, idempotency.check_key(key), envelope, fields, run_at)
 
 
 def _publish(api: ApiServices, envelope: TaskEnvelope, *, keyed: bool) -> str:
@@ -98,7 +104,11 @@ def _publish(api: ApiServices, envelope: TaskEnvelope, *, keyed: bool) -> str:
 
 
 def _queue_once(
-    api: ApiServices, key: str, envelope: TaskEnvelope, fields: dict[str, Any]
+    api: ApiServices,
+    key: str,
+    envelope: TaskEnvelope,
+    fields: dict[str, Any],
+    run_at: datetime | None,
 ) -> Accepted:
     scope = presented_key() if api.settings.api_keys else idempotency.ANONYMOUS_SCOPE
     claim = api.idempotency.claim(
@@ -117,6 +127,10 @@ def _queue_once(
         # publish landed after all, both messages are one task to the worker.
         envelope = envelope.model_copy(update={"task_id": record.task_id})
     try:
+        if run_at is not None:
+            schedule_task(api, envelope, run_at)
+            api.idempotency.finish(claim, "")
+            return jsonify(scheduled_body(envelope, run_at)), 202, location(envelope.task_id)
         message_id = _publish(api, envelope, keyed=True)
     except Exception:
         # Released with its task id: the retry takes the key over as the SAME task, so if

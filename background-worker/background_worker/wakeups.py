@@ -1,0 +1,59 @@
+"""Wake-ups: a message sent back with a backoff is due again when nothing may drain its queue.
+
+Pub/Sub redelivers a returned message when its backoff ends, but only to a running
+subscriber. The executions that returned it may all have exited by then (they stop once the
+queue looks empty, and a message in backoff is invisible). So each return leaves a wake-up
+for the dispatcher at the moment the message is due (taskcore.schedule): its tick then makes
+sure an execution drains the queue.
+
+One wake-up per queue and second is enough; this execution writes each second once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from datetime import UTC, datetime
+
+from taskcore.schedule import ScheduleStore
+
+log = logging.getLogger(__name__)
+
+# A message returned "now" is due a moment later: the wake-up must not come before it.
+SETTLE_SECONDS = 1.0
+
+
+class Wakeups:
+    """Leaves one wake-up per due second for this execution's queue."""
+
+    def __init__(self, schedule: ScheduleStore, queue: str) -> None:
+        self.schedule = schedule
+        self.queue = queue
+        self._written: set[int] = set()
+        self._lock = threading.Lock()
+
+    def returned(self, seconds: float) -> None:
+        """Messages were returned, due again in `seconds`."""
+        due = math.ceil(datetime.now(UTC).timestamp() + max(seconds, SETTLE_SECONDS))
+        with self._lock:
+            if due in self._written:
+                return
+            self._written.add(due)
+        self.schedule.add_wakeup(datetime.fromtimestamp(due, UTC), self.queue)
+
+    def replace_me(self, task_name: str) -> None:
+        """This worker task stops with work maybe left: ask for one to take its place now."""
+        due = datetime.fromtimestamp(math.ceil(datetime.now(UTC).timestamp()), UTC)
+        try:
+            self.schedule.add_wakeup(due, self.queue, replaces=task_name)
+        except Exception as exc:  # the safety-net execution picks the work up then
+            log.warning("replacement not asked for: %s", exc)
+
+    def due_times(self) -> list[datetime]:
+        """The wake-ups this execution left (for its summary and tests)."""
+        with self._lock:
+            return [datetime.fromtimestamp(s, UTC) for s in sorted(self._written)]
+
+
+__all__ = ["Wakeups"]
