@@ -7,7 +7,6 @@ come from the environment through taskcore.settings.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -15,7 +14,8 @@ import click
 from taskcore.errors import TaskPipelineError
 from taskcore.settings import Settings
 from taskctl.dlq import dlq
-from taskctl.fields import parse_field
+from taskctl.schedules import dispatch, schedules
+from taskctl.tasks import submit, tasks
 
 
 def _settings() -> Settings:
@@ -26,7 +26,7 @@ def _settings() -> Settings:
 
 
 # Commands that never touch a task type, so a broken task module does not stop them.
-_NO_TASK_MODULES = frozenset({"emulator", "settings"})
+_NO_TASK_MODULES = frozenset({"emulator", "settings", "tasks", "submit"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -106,32 +106,6 @@ def worker(queue: str | None) -> None:
 
 
 @main.command()
-@click.argument("task_type")
-@click.argument("fields", nargs=-1)
-@click.option(
-    "--api-url", envvar="TASK_API_URL", default="http://127.0.0.1:8080", help="The API's base URL."
-)
-@click.option(
-    "--api-key", envvar="TASK_API_KEY", default=None, help="API key, if the API requires one."
-)
-def submit(task_type: str, fields: tuple[str, ...], api_url: str, api_key: str | None) -> None:
-    """Submit a task through the API: taskctl submit file_processing filename=report.csv"""
-    import requests
-
-    body = {"task_type": task_type, **dict(parse_field(f) for f in fields)}
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = requests.post(
-            f"{api_url.rstrip('/')}/submit-task", json=body, headers=headers, timeout=15
-        )
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach the API at {api_url}: {exc}") from None
-    click.echo(json.dumps(response.json(), indent=2) if response.content else response.status_code)
-    if response.status_code >= 400:
-        sys.exit(1)
-
-
-@main.command()
 @click.option("--port", envvar="PORT", type=int, default=8080, help="API port.")
 @click.option(
     "--worker-interval",
@@ -183,6 +157,10 @@ def _mount_pubsub_emulator() -> None:
 
 _mount_pubsub_emulator()
 main.add_command(dlq)
+main.add_command(tasks)
+main.add_command(submit)
+main.add_command(schedules)
+main.add_command(dispatch)
 
 if __name__ == "__main__":
     main()

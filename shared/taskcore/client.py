@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -66,6 +67,7 @@ class SubmittedTask:
     status: str
     message_id: str | None = None
     idempotency_key: str | None = None
+    run_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -117,14 +119,24 @@ class TaskClient:
     # --- tasks ---------------------------------------------------------------------------
 
     def submit(
-        self, task_type: str, /, *, idempotency_key: str | None = None, **fields
+        self,
+        task_type: str,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        delay_seconds: float | None = None,
+        run_at: datetime | None = None,
+        **fields,
     ) -> SubmittedTask:
-        """Queue one task; returns it with its task_id. TaskRejectedError names bad fields."""
+        """Queue one task; returns it with its task_id. TaskRejectedError names bad fields.
+
+        delay_seconds or run_at (an aware datetime) hold it until then (status `scheduled`).
+        """
         key = idempotency_key or uuid.uuid4().hex
         body = self._call(
             "POST",
             "/submit-task",
-            json={"task_type": task_type, **fields},
+            json={"task_type": task_type, **fields, **when(delay_seconds, run_at)},
             headers={"Idempotency-Key": key},
         )
         return _submitted(body, key)
@@ -189,6 +201,15 @@ class TaskClient:
                 )
             time.sleep(delay)
             delay = min(delay * 2, poll_seconds)
+
+    def list(self, state: str | None = None, limit: int = 50) -> list[TaskStatusView]:
+        """Recent tasks, newest first, optionally in one state. Needs an admin key
+        (GET /admin/tasks): listing shows every caller's tasks."""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["status"] = state
+        body = self._call("GET", "/admin/tasks", params=params)
+        return [TaskStatusView(record) for record in body.get("tasks", [])]
 
     def outputs(self, task_id: str) -> list[OutputInfo]:
         """The outputs of a succeeded task: names, sizes, types, and where to fetch them."""
@@ -288,6 +309,18 @@ def _segment(task_id: str) -> str:
     return quote(task_id, safe="")
 
 
+def when(delay_seconds: float | None = None, run_at: datetime | None = None) -> dict[str, Any]:
+    """The fields that delay a task: for submit(), or to add to a submit_many() item."""
+    fields: dict[str, Any] = {}
+    if delay_seconds is not None:
+        fields["delay_seconds"] = delay_seconds
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError("run_at needs a time zone (e.g. datetime.now(UTC))")
+        fields["run_at"] = run_at.isoformat()
+    return fields
+
+
 def _submitted(body: Mapping[str, Any], key: str | None) -> SubmittedTask:
     return SubmittedTask(
         task_id=body["task_id"],
@@ -295,6 +328,7 @@ def _submitted(body: Mapping[str, Any], key: str | None) -> SubmittedTask:
         status=body.get("status", "queued"),
         message_id=body.get("message_id"),
         idempotency_key=key,
+        run_at=datetime.fromisoformat(body["run_at"]) if body.get("run_at") else None,
     )
 
 
