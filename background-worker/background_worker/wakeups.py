@@ -1,4 +1,6 @@
-"""Wake-ups: a message sent back with a backoff is due again when nothing may drain its queue.
+"""What a worker tells the dispatcher: wake-ups, and how long messages waited.
+
+Wake-ups: a message sent back with a backoff is due again when nothing may drain its queue.
 
 Pub/Sub redelivers a returned message when its backoff ends, but only to a running
 subscriber. The executions that returned it may all have exited by then (they stop once the
@@ -14,14 +16,42 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from datetime import UTC, datetime
 
+from taskcore.demand import LAG_REPORT_SECONDS, DemandStore
 from taskcore.schedule import ScheduleStore
 
 log = logging.getLogger(__name__)
 
 # A message returned "now" is due a moment later: the wake-up must not come before it.
 SETTLE_SECONDS = 1.0
+
+
+class LagReporter:
+    """Reports, at most every LAG_REPORT_SECONDS, how long the messages just pulled waited."""
+
+    def __init__(self, demand: DemandStore, queue: str, worker_task: str) -> None:
+        self.demand = demand
+        self.queue = queue
+        self.worker_task = worker_task
+        self._last = float("-inf")
+
+    def pulled(self, received: list) -> None:
+        now_mono = time.monotonic()
+        if not received or now_mono - self._last < LAG_REPORT_SECONDS:
+            return
+        now = datetime.now(UTC)
+        oldest = min(_published(message) or now for message in received)
+        self._last = now_mono
+        self.demand.report_lag(self.queue, self.worker_task, now, (now - oldest).total_seconds())
+
+
+def _published(received) -> datetime | None:
+    published = received.message.publish_time
+    if not published:
+        return None
+    return published.astimezone(UTC) if published.tzinfo else published.replace(tzinfo=UTC)
 
 
 class Wakeups:

@@ -28,7 +28,7 @@ from background_worker.leases import ClaimKeeper, LeaseKeeper
 from background_worker.memory import MemoryBudget
 from background_worker.processing import InFlight, Outcome, TaskProcessor
 from background_worker.storage_gate import StorageGate
-from background_worker.wakeups import Wakeups
+from background_worker.wakeups import LagReporter, Wakeups
 from taskcore import lifecycle
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, storage_retry, subscriber_client
@@ -108,9 +108,10 @@ class Worker:
         self.status = StatusStore(self.bucket, retry=self.retry)
         self.demand = DemandStore(self.bucket, retry=self.retry)
         self._last_pull_started: datetime | None = None
-        self.wakeups = None
+        self.wakeups = self.lag = None
         if settings.dispatch_enabled:
             self.wakeups = Wakeups(ScheduleStore(self.bucket, retry=self.retry), settings.queue)
+            self.lag = LagReporter(self.demand, settings.queue, self._worker_task_name())
         self.settler = Settler(
             self.subscriber,
             settings.subscription_path,
@@ -180,6 +181,8 @@ class Worker:
                 now = time.monotonic()
                 if messages:
                     last_activity = now
+                    if self.lag is not None:
+                        self.lag.pulled(messages)
                 for received in messages:
                     item = InFlight(received)
                     # Leased from the moment it is received; the run narrows it to the task's
@@ -198,9 +201,7 @@ class Worker:
                 # Tells the dispatcher that what was queued before this pull has been taken.
                 self.demand.mark_drained(self.settings.queue, self._last_pull_started)
             elif summary.stop_reason in REPLACED_ON and self.wakeups is not None:
-                self.wakeups.replace_me(
-                    f"{self.settings.cloud_run_execution or 'local'}-{self.settings.cloud_run_task_index}"
-                )
+                self.wakeups.replace_me(self._worker_task_name())
             # Leases and claims keep running while in-flight work finishes, whatever stopped us.
             self._finish(in_flight, summary)
         finally:
@@ -216,6 +217,11 @@ class Worker:
                 f"{summary.outcomes[Outcome.INFRASTRUCTURE.value]} messages returned to the queue"
             )
         return summary
+
+    def _worker_task_name(self) -> str:
+        return (
+            f"{self.settings.cloud_run_execution or 'local'}-{self.settings.cloud_run_task_index}"
+        )
 
     def _stop_reason(self, summary, started, in_flight, last_activity) -> str:
         if self.shutdown.is_set():

@@ -1,7 +1,9 @@
 """How many parallel worker tasks a queue should run for its backlog (KEDA ScaledJob-like).
 
-A queue wants about backlog ÷ backlog_per_task tasks (one Cloud Run job task drains about
-that many messages in a useful while), at most max_tasks; max_concurrency (parallel tasks ×
+Pub/Sub does not tell its backlog in time (its metric lags minutes), so the dispatcher
+estimates it: the tasks accepted since its last decision, or, once busy workers report that
+messages wait (taskcore.demand), the arrival rate of the last minute times that wait.
+A queue wants about backlog ÷ backlog_per_task tasks, at most max_tasks; max_concurrency (parallel tasks ×
 worker concurrency, like Cloud Tasks' maxConcurrentDispatches) caps both how many tasks run
 and how many messages each works on at once, to protect what the tasks call downstream. It
 starts only what is missing beside the tasks already running.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from dispatcher.jobs import JobsGateway
 from dispatcher.periodic import due_firing, firing_task_id, latest_firing
 from dispatcher.policy import Decision, QueuePolicy, decide, queue_policies
 from taskcore import lifecycle
-from taskcore.demand import DemandStore, covered
+from taskcore.demand import ARRIVAL_WINDOW_SECONDS, DemandStore, covered
 from taskcore.envelope import build_envelope
 from taskcore.events import Event
 from taskcore.lifecycle import Delivery
@@ -40,6 +41,8 @@ from taskcore.tasks import TaskRegistry
 log = logging.getLogger(__name__)
 
 PERIODIC_PREFIX = "schedules/"
+# Messages that waited this long mean the running tasks do not keep up with arrivals.
+FALLING_BEHIND_SECONDS = 5.0
 
 
 @dataclass
@@ -131,10 +134,14 @@ class Dispatcher:
         )
         arrivals = lease.arrivals_with(pending, now)
         known = self._backlog(queue) or 0
-        # New tasks (or tasks no execution has seen) are what starts executions; the last
-        # minute's arrivals only size them (covered demand with nothing new starts nothing).
-        wanted = pending or backlog_hint or known or not seen
-        backlog = max(sum(arrivals.values()), backlog_hint, known) if wanted else 0
+        # How long messages wait now, as busy workers report it: by Little's law, the
+        # backlog is about the arrival rate times that wait (0 while the queue keeps up).
+        wait = self.demand.queue_wait(queue, now) if running else 0.0
+        rate = sum(arrivals.values()) / ARRIVAL_WINDOW_SECONDS
+        behind = math.ceil(rate * wait) if wait >= FALLING_BEHIND_SECONDS else 0
+        # New tasks, tasks no execution has seen, or a queue falling behind start tasks.
+        wanted = pending or backlog_hint or known or behind or not seen
+        backlog = max(pending, behind, backlog_hint, known) if wanted else 0
         decision = decide(policy, backlog, running)
         if replace > decision.start:
             # Worker tasks that stopped with work left (run budget, shutdown) are replaced

@@ -11,6 +11,11 @@ metric lags by minutes, so the two sides keep two small objects per queue:
 - `dispatch/<queue>.drained.json`: written by a worker execution that stops because the
   subscription stayed empty, with `empty_since`, the start of its last empty pull.
 
+- `dispatch/<queue>.lag/<worker task>.json`: written by a busy worker task at most every
+  LAG_REPORT_SECONDS, with the age of the oldest message it just pulled (how long tasks
+  wait in the queue). By Little's law the backlog is about the arrival rate times that
+  wait, which is what executions are sized for when the queue falls behind.
+
 Demand at D is *covered* once an execution was created at or after D (it pulls after the
 message was published), or once a worker found the subscription empty after D (the message
 was taken). Demand that is not covered while nothing runs starts an execution: this closes
@@ -32,6 +37,11 @@ DISPATCH_PREFIX = "dispatch/"
 # are sized for is what arrived in the last minute (see dispatcher.policy).
 ARRIVAL_BUCKET_SECONDS = 10
 ARRIVAL_WINDOW_SECONDS = 60
+# A busy worker task reports its queue's wait this often; the dispatcher trusts reports this
+# recent, and removes those much older.
+LAG_REPORT_SECONDS = 10
+LAG_FRESH_SECONDS = 30
+LAG_FORGET_SECONDS = 600
 
 
 def lease_name(queue: str) -> str:
@@ -40,6 +50,10 @@ def lease_name(queue: str) -> str:
 
 def drained_name(queue: str) -> str:
     return f"{DISPATCH_PREFIX}{queue}.drained.json"
+
+
+def lag_prefix(queue: str) -> str:
+    return f"{DISPATCH_PREFIX}{queue}.lag/"
 
 
 def _time(value) -> datetime | None:
@@ -132,6 +146,35 @@ class DemandStore:
         except (gexc.NotFound, ValueError):
             return None
         return _time(body.get("empty_since"))
+
+    def report_lag(self, queue: str, worker_task: str, at: datetime, wait_seconds: float) -> None:
+        """A worker task just pulled a message that had waited `wait_seconds` (best effort)."""
+        with contextlib.suppress(gexc.GoogleAPIError):
+            self.bucket.blob(f"{lag_prefix(queue)}{worker_task}.json").upload_from_string(
+                json.dumps({"at": at.isoformat(), "wait_seconds": round(wait_seconds, 3)}),
+                content_type="application/json",
+                **self._call,
+            )
+
+    def queue_wait(self, queue: str, now: datetime) -> float:
+        """The longest wait fresh reports give for `queue` (0: none; the queue keeps up).
+
+        Reports are one per worker task; stale ones are removed on the way.
+        """
+        longest = 0.0
+        for blob in self.bucket.list_blobs(prefix=lag_prefix(queue), **self._call):
+            try:
+                body = json.loads(blob.download_as_bytes(**self._call))
+                at = datetime.fromisoformat(body["at"])
+            except (gexc.NotFound, ValueError, KeyError):
+                continue
+            age = (now - at).total_seconds()
+            if age > LAG_FORGET_SECONDS:
+                with contextlib.suppress(gexc.NotFound):
+                    blob.delete(**self._call)
+            elif age <= LAG_FRESH_SECONDS:
+                longest = max(longest, float(body.get("wait_seconds", 0)))
+        return longest
 
 
 def covered(

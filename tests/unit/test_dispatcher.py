@@ -197,9 +197,37 @@ def test_concurrent_dispatchers_decide_once_per_cooldown(world):
     assert len(jobs.runs) == 1
     clock.advance(2.1)
     decision = second.dispatch("default")
-    # Its demand is counted now, beside the tasks the first one started.
-    assert decision is not None and decision.backlog == 1000
-    assert jobs.started_tasks() == 10
+    # Its demand is decided on now, beside the tasks the first one started.
+    assert decision is not None and decision.backlog == 500 and decision.running == 5
+    assert jobs.started_tasks() == 5
+
+
+def test_a_queue_falling_behind_gets_tasks_for_rate_times_wait(world):
+    clock, bucket, jobs, _, make = world
+    dispatcher = make()
+    dispatcher.note_demand("default", 50)
+    dispatcher.dispatch("default")  # one task for the first 50
+    for _ in range(10):  # then 20 tasks/s for 20 s, decided on every 2 s
+        clock.advance(2)
+        dispatcher.note_demand("default", 40)
+        assert dispatcher.dispatch("default").start == 0  # 40 new ones: one task is enough
+    # Then no new task, but the busy task reports that what it pulls waited 30 s.
+    clock.advance(2)
+    DemandStore(bucket).report_lag("default", "exec-0", clock(), 30.0)
+    (decision,) = dispatcher.tick().decisions
+    # Arrivals 450 in the last minute -> 7.5/s x 30 s = 225 waiting -> 3 tasks wanted.
+    assert decision.backlog == 225 and decision.start == 2
+
+
+def test_a_queue_that_keeps_up_is_not_given_more_tasks(world):
+    clock, bucket, jobs, _, make = world
+    dispatcher = make()
+    for _ in range(30):  # a steady 20 tasks/s that one task handles
+        dispatcher.note_demand("default", 20)
+        clock.advance(1)
+        dispatcher.dispatch("default")
+        DemandStore(bucket).report_lag("default", "exec-0", clock(), 0.2)
+    assert jobs.started_tasks() == 1
 
 
 def test_demand_that_arrives_while_the_last_execution_idles_out_starts_another(world):
