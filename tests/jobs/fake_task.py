@@ -44,6 +44,7 @@ def main() -> int:
 
     def on_sigterm(signum, frame):
         record["sigterm"] = time.monotonic()
+        record["sigterm_at"] = time.time()  # wall clock, to compare with the Execution's times
         save()
         if not args.ignore_sigterm:
             sys.exit(143)

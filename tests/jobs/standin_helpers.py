@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -141,3 +143,14 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return True
     return state in ("Z", "X")
+
+
+def kill_fake_task(pid: int) -> None:
+    """SIGKILL pid if it is still one of our fake tasks (never a process that took its pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if FAKE_TASK.name.encode() in cmdline and not process_gone(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

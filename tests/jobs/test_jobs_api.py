@@ -145,3 +145,12 @@ def test_deleting_a_job_removes_its_executions_and_stops_their_tasks(
     (record,) = started.values()
     wait_for(lambda: process_gone(record["pid"]), what="the task's end")
     assert "sigterm" in records(record_dir, execution.name)[0, 0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["projects/../locations/l/jobs/j", "projects/p/locations/l/jobs", "jobs/j", ""],
+)
+def test_malformed_job_names_are_invalid_argument(run_clients, name):
+    with pytest.raises(exceptions.InvalidArgument):
+        run_clients.jobs.get_job(name=name)

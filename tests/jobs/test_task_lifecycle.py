@@ -20,6 +20,7 @@ from tests.jobs.standin_helpers import (
     create_job,
     execution_log,
     fake_job,
+    kill_fake_task,
     process_gone,
     records,
     run,
@@ -35,24 +36,25 @@ def test_a_task_past_its_timeout_gets_sigterm_then_sigkill_after_the_grace(
         run_clients,
         parent,
         "stubborn",
-        fake_job(record_dir, "--sleep", "30", "--ignore-sigterm", timeout_seconds=1),
+        fake_job(record_dir, "--sleep", "30", "--ignore-sigterm", timeout_seconds=1.5),
     )
 
     done = wait_until_done(run_clients, run(run_clients, job.name).name)
 
     record = records(record_dir, done.name)[0, 0]
-    # The timeout counts from the spawn; the record is written once Python has started.
-    assert 0.5 <= record["sigterm"] - record["started"] <= 1.0
+    started = done.start_time.timestamp()  # taken as the task was spawned
+    assert 1.5 <= record["sigterm_at"] - started < 1.5 + 0.75
     assert "ended" not in record, "the SIGKILL cut its sleep short"
     assert process_gone(record["pid"])
-    ran_for = done.completion_time.timestamp() - done.start_time.timestamp()
-    assert 1.0 + TERM_GRACE - 0.01 <= ran_for < 1.0 + TERM_GRACE + 1.0
+    ran_for = done.completion_time.timestamp() - started
+    assert 1.5 + TERM_GRACE <= ran_for < 1.5 + TERM_GRACE + 1.0
     assert done.failed_count == 1
     completed = condition(done, "Completed")
     assert completed.state == State.CONDITION_FAILED
     assert "timeout" in completed.message
     log = execution_log(done)
-    assert "task timeout (1s) reached: SIGTERM" in log and ": SIGKILL" in log
+    assert "task timeout (1.5s) reached: SIGTERM" in log
+    assert f"still running {TERM_GRACE:g}s after SIGTERM: SIGKILL" in log
 
 
 def test_a_timed_out_attempt_is_a_failure_that_is_retried(run_clients, parent, record_dir):
@@ -65,9 +67,11 @@ def test_a_timed_out_attempt_is_a_failure_that_is_retried(run_clients, parent, r
 
     done = wait_until_done(run_clients, run(run_clients, job.name).name)
 
-    seen = records(record_dir, done.name)
-    assert sorted(seen) == [(0, 0), (0, 1)]
-    assert all("sigterm" in record for record in seen.values())
+    # (A loaded machine may not even have started Python in the half second: the stand-in's
+    # log, not the task's record, is the witness.)
+    log = execution_log(done)
+    assert log.count("task timeout (0.5s) reached: SIGTERM") == 2
+    assert "[task 0 attempt 1] " in log and "SIGKILL" not in log
     assert (done.failed_count, done.retried_count) == (1, 1)
     assert done.completion_time.timestamp() - done.start_time.timestamp() < TERM_GRACE + 1.5, (
         "a task that ends on SIGTERM does not wait for the grace"
@@ -137,11 +141,15 @@ def own_standin(artifacts_dir, tmp_path):
         env=STANDIN_MARK,
     )
     clients = open_clients(standin.env_value)
+    task_pids: list[int] = []
     try:
-        yield standin, clients
+        yield standin, clients, task_pids
     finally:
         clients.channel.close()
         standin.stop()
+        # Should the stand-in have failed at its one job, its tasks still end with the test.
+        for pid in task_pids:
+            kill_fake_task(pid)
 
 
 def _start_stubborn_tasks(clients, record_dir, count: int) -> tuple[str, list[int]]:
@@ -161,12 +169,18 @@ def _start_stubborn_tasks(clients, record_dir, count: int) -> tuple[str, list[in
     return execution.name, [record["pid"] for record in seen.values()]
 
 
-def test_stopping_the_standin_ends_every_task_process_it_started(own_standin, record_dir):
-    standin, clients = own_standin
-    execution, pids = _start_stubborn_tasks(clients, record_dir, 3)
+@pytest.mark.parametrize("how", ["handle", "ctrl-c"])
+def test_stopping_the_standin_ends_every_task_process_it_started(own_standin, record_dir, how):
+    standin, clients, pids = own_standin
+    execution, started = _start_stubborn_tasks(clients, record_dir, 3)
+    pids.extend(started)
 
     started = time.monotonic()
-    standin.stop()
+    if how == "handle":
+        standin.stop()
+    else:
+        standin.proc.send_signal(signal.SIGINT)
+        standin.proc.wait(timeout=TERM_GRACE + 5)
     stopped_in = time.monotonic() - started
 
     assert not standin.is_running()
@@ -176,8 +190,8 @@ def test_stopping_the_standin_ends_every_task_process_it_started(own_standin, re
 
 
 def test_a_killed_standin_leaves_no_task_process_behind(own_standin, record_dir):
-    standin, clients = own_standin
-    _, pids = _start_stubborn_tasks(clients, record_dir, 2)
+    standin, clients, pids = own_standin
+    pids.extend(_start_stubborn_tasks(clients, record_dir, 2)[1])
 
     os.kill(standin.proc.pid, signal.SIGKILL)
     standin.proc.wait(timeout=5)

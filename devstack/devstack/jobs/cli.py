@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import sys
@@ -18,9 +19,22 @@ from devstack.jobs.state import Store
 log = logging.getLogger(__name__)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def serve(host: str, port: int, work_dir: Path, term_grace: float = CLOUD_RUN_TERM_GRACE) -> None:
     """Serve on host:port until SIGTERM or SIGINT; stop every task process on the way out."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_loopback(host):
+        log.warning(
+            "listening on %s: anyone who can reach it can run commands as this user "
+            "(CreateJob names the command); keep it on 127.0.0.1 outside a container",
+            host,
+        )
     store = Store(work_dir, term_grace=term_grace)
     stop = threading.Event()
 

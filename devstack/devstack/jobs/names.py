@@ -9,9 +9,11 @@ import uuid
 
 from devstack.jobs.wire import invalid
 
-_SEGMENT = r"[^/]+"
+# Project ids, numbers and locations; never "." or "..": names also name log directories.
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._:-]*"
 _LOCATION = re.compile(rf"^projects/({_SEGMENT})/locations/({_SEGMENT})$")
-_JOB = re.compile(rf"^(projects/{_SEGMENT}/locations/{_SEGMENT})/jobs/({_SEGMENT})$")
+# ListExecutions takes "-" for "every job".
+_JOB = re.compile(rf"^(projects/{_SEGMENT}/locations/{_SEGMENT})/jobs/({_SEGMENT}|-)$")
 _EXECUTION = re.compile(
     rf"^(projects/{_SEGMENT}/locations/{_SEGMENT}/jobs/{_SEGMENT})/executions/({_SEGMENT})$"
 )

@@ -29,6 +29,9 @@ from devstack.jobs.wire import ApiError, invalid, not_found
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Finished executions kept per job (with their operations); older ones are forgotten, so a
+# dev stack that runs executions all day keeps a bounded history. Their log files stay.
+KEEP_EXECUTIONS = 1000
 
 
 def _now_stamp():
@@ -52,6 +55,7 @@ class ExecutionRecord:
     order: int
     runner: ExecutionRunner | None = None
     progress: Progress = field(default_factory=Progress)
+    operations: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -94,16 +98,23 @@ def _page(items: list, key, request, parent: str) -> tuple[list, str]:
 class Store:
     """What the Jobs, Executions and Operations services read and change."""
 
-    def __init__(self, work_dir: Path, *, term_grace: float = CLOUD_RUN_TERM_GRACE) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        term_grace: float = CLOUD_RUN_TERM_GRACE,
+        keep_executions: int = KEEP_EXECUTIONS,
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.term_grace = term_grace
+        self.keep_executions = keep_executions
         self._lock = threading.Condition()
         self._jobs: dict[str, object] = {}
         self._executions: dict[str, ExecutionRecord] = {}
         self._operations: dict[str, OperationRecord] = {}
         self._order = 0
         self._closed = False
-        # Every runner ever started, deleted executions' too: stopping waits for all of them.
+        # Every runner still running, deleted executions' too: stopping waits for all of them.
         self._runners: list[ExecutionRunner] = []
 
     # Jobs
@@ -240,7 +251,8 @@ class Store:
             )
             operation = self._add_operation(parent, execution=record, fails_with_execution=True)
             record.runner.start()
-            self._runners.append(record.runner)
+            self._runners = [r for r in self._runners if r.is_alive()] + [record.runner]
+            self._forget_old_executions(request.name)
             return operation
 
     def _new_execution(self, job, name: str, spec, log_path: Path):
@@ -351,16 +363,30 @@ class Store:
         _check_etag(request.etag, record.execution)
         return parent, record
 
-    def _forget_execution(self, record: ExecutionRecord) -> None:
+    def _forget_execution(self, record: ExecutionRecord, *, operations: bool = False) -> None:
+        """Drop an execution (stopping it first), and with operations its operations too;
+        a deleted one's operations still answer, as its runner still finishes it."""
         if not record.done:
             record.runner.cancel()
         del self._executions[record.execution.name]
+        if operations:
+            for name in record.operations:
+                self._operations.pop(name, None)
+
+    def _forget_old_executions(self, job_name: str) -> None:
+        finished = sorted(
+            (r for r in self._job_executions(job_name) if r.done), key=lambda r: r.order
+        )
+        for record in finished[: max(0, len(finished) - self.keep_executions)]:
+            self._forget_execution(record, operations=True)
 
     # Operations
 
     def _add_operation(self, parent: str, **fields):
         record = OperationRecord(names.new_operation(parent), **fields)
         self._operations[record.name] = record
+        if record.execution is not None:
+            record.execution.operations.append(record.name)
         return self._operation_pb(record)
 
     def _finished_operation(self, parent: str, resource):

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import threading
@@ -160,6 +161,10 @@ class ExecutionRunner:
         self._cancel.set()
         self._events.put(None)
 
+    def is_alive(self) -> bool:
+        """Whether any of its task processes may still run."""
+        return self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for every task process to be gone; whether they are."""
         self._thread.join(timeout)
@@ -235,7 +240,7 @@ class ExecutionRunner:
             self._log.note(attempt.prefix, attempt.spawn_error)
             self._events.put(attempt)
         else:
-            self._log.note(attempt.prefix, f"started pid {attempt.proc.pid}: {' '.join(argv)}")
+            self._log.note(attempt.prefix, f"started pid {attempt.proc.pid}: {shlex.join(argv)}")
             output = threading.Thread(target=self._copy_output, args=(attempt,), daemon=True)
             output.start()
             self._output_threads.append(output)
