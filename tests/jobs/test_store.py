@@ -42,10 +42,10 @@ def test_a_job_keeps_only_its_newest_finished_executions_and_their_operations(st
     oldest_execution, oldest_operation = runs[0]
     for forgotten in (
         lambda: store.get_execution(oldest_execution),
-        lambda: store.get_operation(oldest_operation),
+        lambda: store.operations.get(oldest_operation),
     ):
         with pytest.raises(ApiError) as caught:
             forgotten()
         assert caught.value.code.name == "NOT_FOUND"
-    assert store.get_operation(runs[1][1]).done
+    assert store.operations.get(runs[1][1]).done
     assert store.get_job(job_name).execution_count == 4

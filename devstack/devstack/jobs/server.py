@@ -62,13 +62,13 @@ class JobsService:
     # google.longrunning.Operations
 
     def GetOperation(self, request, context):
-        return self.store.get_operation(request.name)
+        return self.store.operations.get(request.name)
 
     def ListOperations(self, request, context):
-        return self.store.list_operations(request)
+        return self.store.operations.list(request)
 
     def DeleteOperation(self, request, context):
-        self.store.delete_operation(request.name)
+        self.store.operations.delete(request.name)
         return _EMPTY
 
     def WaitOperation(self, request, context):
@@ -78,7 +78,7 @@ class JobsService:
         remaining = context.time_remaining()
         if remaining is not None:
             wait = min(wait, max(0.0, remaining - 0.5))
-        return self.store.wait_operation(request.name, wait)
+        return self.store.operations.wait(request.name, wait)
 
 
 _JOBS = {

@@ -1,4 +1,4 @@
-"""Jobs, their executions and the long-running operations that report on them, in memory.
+"""Jobs and their executions, in memory, and the operations that report on them.
 
 One lock guards everything; execution runners report progress through it and every change
 wakes WaitOperation callers. Nothing is kept across restarts: the dev stack defines its jobs
@@ -7,28 +7,25 @@ afresh each time, as `terraform apply` would.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from google.api import launch_stage_pb2
-from google.rpc import code_pb2, status_pb2
 
 from devstack.jobs import names
 from devstack.jobs import wire as w
 from devstack.jobs.conditions import execution_conditions
 from devstack.jobs.defaults import CLOUD_RUN_TERM_GRACE
+from devstack.jobs.operations import Operations
+from devstack.jobs.paging import page
+from devstack.jobs.records import ExecutionRecord, copy
 from devstack.jobs.supervisor import ExecutionPlan, ExecutionRunner, Progress
 from devstack.jobs.validation import normalized_job, run_spec
 from devstack.jobs.wire import ApiError, invalid, not_found
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 # Finished executions kept per job (with their operations); older ones are forgotten, so a
 # dev stack that runs executions all day keeps a bounded history. Their log files stay.
 KEEP_EXECUTIONS = 1000
@@ -40,59 +37,6 @@ def _now_stamp():
 
 def _etag() -> str:
     return uuid.uuid4().hex
-
-
-def _copy(message):
-    return type(message).FromString(message.SerializeToString())
-
-
-@dataclass(eq=False)
-class ExecutionRecord:
-    """An execution: its resource (kept current) and the runner behind it."""
-
-    execution: object  # run_v2 Execution (raw protobuf)
-    job_name: str
-    order: int
-    runner: ExecutionRunner | None = None
-    progress: Progress = field(default_factory=Progress)
-    operations: list[str] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.execution.HasField("completion_time")
-
-
-@dataclass(eq=False)
-class OperationRecord:
-    """A long-running operation: finished at once (jobs) or when its execution ends."""
-
-    name: str
-    snapshot: object | None = None  # the finished resource, for operations done at once
-    execution: ExecutionRecord | None = None
-    # RunJob's operation fails when its execution fails; CancelExecution's does not.
-    fails_with_execution: bool = False
-
-
-def _page(items: list, key, request, parent: str) -> tuple[list, str]:
-    """One page of items (sorted by key) after request.page_token, and the next token."""
-    if request.page_size < 0:
-        raise invalid("page_size must not be negative")
-    size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    start = 0
-    if request.page_token:
-        try:
-            token_parent, after = json.loads(base64.urlsafe_b64decode(request.page_token))
-        except (ValueError, TypeError) as exc:
-            raise invalid("invalid page_token") from exc
-        if token_parent != parent:
-            raise invalid("page_token belongs to a listing of another parent")
-        start = next((i for i, item in enumerate(items) if key(item) > after), len(items))
-    page = items[start : start + size]
-    more = start + size < len(items)
-    token = ""
-    if more:
-        token = base64.urlsafe_b64encode(json.dumps([parent, key(page[-1])]).encode()).decode()
-    return page, token
 
 
 class Store:
@@ -108,10 +52,11 @@ class Store:
         self.work_dir = Path(work_dir)
         self.term_grace = term_grace
         self.keep_executions = keep_executions
-        self._lock = threading.Condition()
+        # Re-entrant: store methods holding it call into the operations, which take it too.
+        self._lock = threading.Condition(threading.RLock())
         self._jobs: dict[str, object] = {}
         self._executions: dict[str, ExecutionRecord] = {}
-        self._operations: dict[str, OperationRecord] = {}
+        self.operations = Operations(self._lock)
         self._order = 0
         self._closed = False
         # Every runner still running, deleted executions' too: stopping waits for all of them.
@@ -133,7 +78,7 @@ class Store:
             self._fill_new_job(job)
             if not request.validate_only:
                 self._jobs[name] = job
-            return self._finished_operation(parent, job)
+            return self.operations.finished(parent, job)
 
     def _fill_new_job(self, job) -> None:
         now = _now_stamp()
@@ -152,7 +97,7 @@ class Store:
     def get_job(self, name: str):
         names.job(name)
         with self._lock:
-            return _copy(self._job(name))
+            return copy(self._job(name))
 
     def _job(self, name: str):
         job = self._jobs.get(name)
@@ -167,8 +112,8 @@ class Store:
                 (j for n, j in self._jobs.items() if n.startswith(parent + "/jobs/")),
                 key=lambda j: j.name,
             )
-            page, token = _page(jobs, lambda j: j.name, request, parent)
-            return w.ListJobsResponse(jobs=[_copy(j) for j in page], next_page_token=token)
+            found, token = page(jobs, lambda j: j.name, request, parent)
+            return w.ListJobsResponse(jobs=[copy(j) for j in found], next_page_token=token)
 
     def update_job(self, request):
         parent, job_id = names.job(request.job.name)
@@ -194,7 +139,7 @@ class Store:
                 job.terminal_condition.CopyFrom(current.terminal_condition)
             if not request.validate_only:
                 self._jobs[job.name] = job
-            return self._finished_operation(parent, job)
+            return self.operations.finished(parent, job)
 
     def delete_job(self, request):
         parent, _ = names.job(request.name)
@@ -202,13 +147,13 @@ class Store:
             job = self._job(request.name)
             _check_etag(request.etag, job)
             if request.validate_only:
-                return self._finished_operation(parent, job)
+                return self.operations.finished(parent, job)
             # Its executions go with it; running ones are stopped as CancelExecution would.
             for record in self._job_executions(request.name):
                 self._forget_execution(record)
             del self._jobs[request.name]
             job.delete_time.CopyFrom(_now_stamp())
-            return self._finished_operation(parent, job)
+            return self.operations.finished(parent, job)
 
     # Executions
 
@@ -228,7 +173,7 @@ class Store:
             log_path = self.work_dir.joinpath("logs", *name.split("/")[1::2]).with_suffix(".log")
             execution = self._new_execution(job, name, spec, log_path)
             if request.validate_only:
-                return self._finished_operation(parent, execution)
+                return self.operations.finished(parent, execution)
             self._order += 1
             record = ExecutionRecord(execution, request.name, self._order)
             plan = ExecutionPlan(job_id, execution_id, spec, log_path)
@@ -249,7 +194,7 @@ class Store:
                     completion_status=w.CompletionStatus.EXECUTION_RUNNING,
                 )
             )
-            operation = self._add_operation(parent, execution=record, fails_with_execution=True)
+            operation = self.operations.add(parent, record, fails_with_execution=True)
             record.runner.start()
             self._runners = [r for r in self._runners if r.is_alive()] + [record.runner]
             self._forget_old_executions(request.name)
@@ -308,7 +253,7 @@ class Store:
     def get_execution(self, name: str):
         names.execution(name)
         with self._lock:
-            return _copy(self._execution(name).execution)
+            return copy(self._execution(name).execution)
 
     def _execution(self, name: str) -> ExecutionRecord:
         record = self._executions.get(name)
@@ -329,9 +274,9 @@ class Store:
                 self._job(request.parent)
                 records = self._job_executions(request.parent)
             records.sort(key=lambda r: -r.order)  # newest first, as Cloud Run lists them
-            page, token = _page(records, lambda r: -r.order, request, request.parent)
+            found, token = page(records, lambda r: -r.order, request, request.parent)
             return w.ListExecutionsResponse(
-                executions=[_copy(r.execution) for r in page], next_page_token=token
+                executions=[copy(r.execution) for r in found], next_page_token=token
             )
 
     def cancel_execution(self, request):
@@ -344,16 +289,16 @@ class Store:
                 )
             if not request.validate_only:
                 record.runner.cancel()
-            return self._add_operation(parent, execution=record)
+            return self.operations.add(parent, record)
 
     def delete_execution(self, request):
         with self._lock:
             parent, record = self._execution_to_change(request)
-            snapshot = _copy(record.execution)
+            snapshot = copy(record.execution)
             if not request.validate_only:
                 self._forget_execution(record)
                 snapshot.delete_time.CopyFrom(_now_stamp())
-            return self._finished_operation(parent, snapshot)
+            return self.operations.finished(parent, snapshot)
 
     def _execution_to_change(self, request) -> tuple[str, ExecutionRecord]:
         """The operations' parent and the execution a Cancel or Delete request names."""
@@ -370,8 +315,7 @@ class Store:
             record.runner.cancel()
         del self._executions[record.execution.name]
         if operations:
-            for name in record.operations:
-                self._operations.pop(name, None)
+            self.operations.forget(record.operations)
 
     def _forget_old_executions(self, job_name: str) -> None:
         finished = sorted(
@@ -379,78 +323,6 @@ class Store:
         )
         for record in finished[: max(0, len(finished) - self.keep_executions)]:
             self._forget_execution(record, operations=True)
-
-    # Operations
-
-    def _add_operation(self, parent: str, **fields):
-        record = OperationRecord(names.new_operation(parent), **fields)
-        self._operations[record.name] = record
-        if record.execution is not None:
-            record.execution.operations.append(record.name)
-        return self._operation_pb(record)
-
-    def _finished_operation(self, parent: str, resource):
-        return self._add_operation(parent, snapshot=_copy(resource))
-
-    def _operation_pb(self, record: OperationRecord):
-        if record.execution is not None:
-            resource = _copy(record.execution.execution)
-            done = record.execution.done
-        else:
-            resource, done = record.snapshot, True
-        operation = w.Operation(name=record.name, done=done)
-        operation.metadata.Pack(resource)
-        if done:
-            failure = record.execution.progress.failure if record.execution else None
-            if record.fails_with_execution and failure and not record.execution.progress.cancelling:
-                operation.error.CopyFrom(
-                    status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=failure)
-                )
-            else:
-                operation.response.Pack(resource)
-        return operation
-
-    def _operation(self, name: str) -> OperationRecord:
-        names.operation(name)
-        record = self._operations.get(name)
-        if record is None:
-            raise not_found("operation", name)
-        return record
-
-    def get_operation(self, name: str):
-        with self._lock:
-            return self._operation_pb(self._operation(name))
-
-    def list_operations(self, request):
-        parent = names.location(request.name)
-        if request.filter:
-            raise invalid("filter is not supported")
-        with self._lock:
-            records = sorted(
-                (r for n, r in self._operations.items() if n.startswith(parent + "/operations/")),
-                key=lambda r: r.name,
-            )
-            page, token = _page(records, lambda r: r.name, request, parent)
-            return w.ListOperationsResponse(
-                operations=[self._operation_pb(r) for r in page], next_page_token=token
-            )
-
-    def delete_operation(self, name: str) -> None:
-        with self._lock:
-            self._operation(name)
-            del self._operations[name]
-
-    def wait_operation(self, name: str, timeout: float | None):
-        """The operation once done, or as it is when timeout (seconds) passes."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            record = self._operation(name)
-            while record.execution is not None and not record.execution.done:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._lock.wait(remaining)
-            return self._operation_pb(record)
 
     # Stopping
 
