@@ -57,11 +57,11 @@ def serve(host: str, port: int, work_dir: Path, term_grace: float = CLOUD_RUN_TE
         # Tasks first: once refused new executions, nothing can start a process any more.
         if not store.shutdown():
             log.error("some task processes outlived their SIGKILL")
-        if server is not None:
-            server.stop(grace=1).wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        click.echo("Cloud Run Jobs stand-in stopped")
+        if server is not None:
+            server.stop(grace=1).wait()
+            click.echo("Cloud Run Jobs stand-in stopped")
 
 
 @click.command(name="jobs")
