@@ -6,6 +6,8 @@ import importlib.util
 import logging
 import os
 import sys
+import tempfile
+from dataclasses import dataclass
 
 from devstack.emulators.google_pubsub import find_google_pubsub_emulator, google_pubsub_argv
 from devstack.emulators.process import (
@@ -15,6 +17,7 @@ from devstack.emulators.process import (
     wait_for_http,
     wait_for_tcp,
 )
+from devstack.jobs.defaults import CLOUD_RUN_TERM_GRACE, HOST_ENV
 from taskcore.errors import EmulatorError
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,74 @@ def start_gcs_emulator(
     )
     try:
         wait_for_http(f"http://{host}:{port}/", timeout, proc)
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
+
+
+_JOBS_STANDIN_MODULE = "devstack.jobs"
+
+
+@dataclass
+class JobsStandinProcess(EmulatorProcess):
+    """The Cloud Run Jobs stand-in: stopping it waits for its tasks' grace before SIGKILL."""
+
+    work_dir: str = ""
+    term_grace: float = CLOUD_RUN_TERM_GRACE
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the stand-in, which stops every task it started (SIGTERM, grace, SIGKILL)."""
+        super().stop(self.term_grace + 10.0 if timeout is None else timeout)
+
+
+def start_jobs_standin(
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: str | None = None,
+    work_dir: str | None = None,
+    term_grace: float = CLOUD_RUN_TERM_GRACE,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> JobsStandinProcess:
+    """Start the local Cloud Run Jobs stand-in on host:port and wait until it answers.
+
+    Its tasks inherit its environment: this process's at the time of the call (emulator hosts
+    included) with env on top. Their logs go under work_dir (a new temporary directory if not
+    given); term_grace is the SIGTERM-to-SIGKILL time for tasks past their timeout or cancelled.
+    """
+    port = port or free_port(host)
+    work_dir = work_dir or tempfile.mkdtemp(prefix="cloud-run-jobs-")
+    argv = [
+        sys.executable,
+        "-m",
+        _JOBS_STANDIN_MODULE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--work-dir",
+        work_dir,
+        "--term-grace",
+        str(term_grace),
+    ]
+    log.info("starting the Cloud Run Jobs stand-in on %s:%d", host, port)
+    proc = spawn(argv, log_path, env)
+    handle = JobsStandinProcess(
+        "cloud-run-jobs",
+        proc,
+        host,
+        port,
+        HOST_ENV,
+        f"{host}:{port}",
+        log_path,
+        "python",
+        work_dir=work_dir,
+        term_grace=term_grace,
+    )
+    try:
+        wait_for_tcp(host, port, timeout, proc)
     except BaseException:
         handle.stop()
         raise

@@ -5,6 +5,9 @@ from __future__ import annotations
 import grpc
 from google.pubsub_v1.types import pubsub as _types
 
+from devstack.grpc_errors import ApiError as ApiError
+from devstack.grpc_errors import invalid as invalid
+
 Topic = _types.Topic.pb()
 Subscription = _types.Subscription.pb()
 PubsubMessage = _types.PubsubMessage.pb()
@@ -37,20 +40,6 @@ UpdateSnapshotRequest = _types.UpdateSnapshotRequest.pb()
 DeleteSnapshotRequest = _types.DeleteSnapshotRequest.pb()
 ListTopicSnapshotsRequest = _types.ListTopicSnapshotsRequest.pb()
 ListTopicSnapshotsResponse = _types.ListTopicSnapshotsResponse.pb()
-
-
-class ApiError(Exception):
-    """An error the API answers with: a gRPC status code and a message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> ApiError:
-    """An INVALID_ARGUMENT error."""
-    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> ApiError:
