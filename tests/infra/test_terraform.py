@@ -13,10 +13,12 @@ import subprocess
 import pytest
 from infra_contract import (
     INFRA,
+    PENDING_SETTINGS,
     PLATFORM_PROVIDED,
     Terraform,
     block,
     expression,
+    instance_addresses,
     local_refs,
     required_cloud_env,
     resource_refs,
@@ -204,38 +206,81 @@ def test_pubsub_service_agent_can_dead_letter(tf: Terraform):
 # --- the scheduler -----------------------------------------------------------------------------
 
 
-def test_scheduler_runs_the_worker_job_with_an_oauth_token(tf: Terraform):
-    job_name, _ = tf.one("google_cloud_run_v2_job")
-    runners = {}
-    for name, sched in tf.of_type("google_cloud_scheduler_job").items():
-        if "http_target" in sched:
-            runners[name] = block(sched, "http_target")
-    assert len(runners) == 1, (
-        f"expected one scheduler job with an http_target, found {sorted(runners)}"
-    )
-    ((name, target),) = runners.items()
-    uri = target["uri"]
-    assert re.fullmatch(
-        r"https://run\.googleapis\.com/v2/projects/.+/locations/.+/jobs/.+:run", uri
-    ), uri
-    assert only_ref(uri, "google_cloud_run_v2_job") == job_name
-    assert target["http_method"] == "POST"
-    # A Google API takes an OAuth access token; an OIDC token is for Cloud Run services.
-    assert "oidc_token" not in target
-    token = block(target, "oauth_token")
-    caller = only_ref(token["service_account_email"], "google_service_account")
-    assert var_refs(tf.resources[("google_cloud_scheduler_job", name)]["schedule"]) == {
-        "worker_schedule"
+def http_jobs(tf: Terraform, token: str) -> dict[str, dict]:
+    """Cloud Scheduler jobs with an http_target authenticated by `token` (oauth or oidc)."""
+    return {
+        name: sched
+        for name, sched in tf.of_type("google_cloud_scheduler_job").items()
+        if "http_target" in sched and f"{token}_token" in block(sched, "http_target")
     }
 
+
+def caller(target: dict, token: str) -> str:
+    return only_ref(
+        block(target, f"{token}_token")["service_account_email"], "google_service_account"
+    )
+
+
+def test_scheduler_runs_each_scheduled_queues_job_with_an_oauth_token(tf: Terraform):
+    """The safety net: jobs.run on the queue's job, a Google API, so an OAuth token."""
+    ((name, sched),) = http_jobs(tf, "oauth").items()
+    target = block(sched, "http_target")
+    assert expression(sched["for_each"]) == "local.scheduled_queues"
+    assert re.fullmatch(
+        r"https://run\.googleapis\.com/v2/projects/.+/locations/.+/jobs/.+:run", target["uri"]
+    ), target["uri"]
+    # [each.key] of the scheduled queues: every one of them, and only those.
+    assert instance_addresses(tf, target["uri"], owner=sched) == {
+        "google_cloud_run_v2_job.worker[local.scheduled_queues]"
+    }
+    assert target["http_method"] == "POST"
+    assert expression(sched["schedule"]) == "each.value.schedule"
     grants = [
         grant
         for grant in tf.of_type("google_cloud_run_v2_job_iam_member").values()
-        if only_ref(grant["name"], "google_cloud_run_v2_job") == job_name
+        if instance_addresses(tf, grant["name"], owner=grant)
+        == {"google_cloud_run_v2_job.worker[local.scheduled_queues]"}
         and grant["role"] in ("roles/run.invoker", "roles/run.jobsExecutor")
-        and only_ref(member_of(grant), "google_service_account") == caller
+        and only_ref(member_of(grant), "google_service_account") == caller(target, "oauth")
     ]
-    assert grants, f"google_service_account.{caller} needs run.invoker on the job it runs"
+    assert grants, "the scheduler's account needs run.invoker on the jobs it runs"
+
+
+def test_the_tick_and_periodic_tasks_call_the_api_with_an_identity_token(tf: Terraform):
+    """Requests to the API's own URL: an OIDC token whose audience is the service's URL."""
+    calls = http_jobs(tf, "oidc")
+    assert set(calls) == {"dispatch_tick", "periodic_task"}, sorted(calls)
+    paths = {}
+    for name, sched in calls.items():
+        target = block(sched, "http_target")
+        assert target["http_method"] == "POST"
+        base, _, path = target["uri"].partition("}")
+        assert base == "${google_cloud_run_v2_service.api.uri", target["uri"]
+        paths[name] = path
+        # Cloud Run accepts a token for its own URL; the scheduler's default audience would
+        # be the whole URI, path included.
+        token = block(target, "oidc_token")
+        assert token["audience"] == "${google_cloud_run_v2_service.api.uri}"
+        grants = [
+            grant
+            for grant in tf.of_type("google_cloud_run_v2_service_iam_member").values()
+            if grant["role"] == "roles/run.invoker"
+            and "member" in grant
+            and resource_refs(member_of(grant))
+            == {("google_service_account", caller(target, "oidc"))}
+        ]
+        assert grants, f"{name}: its account needs run.invoker on the API"
+    assert paths == {
+        "dispatch_tick": "/internal/tick",
+        "periodic_task": "/internal/fire/${each.key}",
+    }
+    assert var_refs(calls["dispatch_tick"]["schedule"]) == {"dispatch_tick_schedule"}
+    periodic = calls["periodic_task"]
+    assert expression(periodic["for_each"]) == "local.periodic_tasks"
+    assert expression(periodic["schedule"]) == "each.value.schedule"
+    assert expression(periodic["time_zone"]) == "each.value.timezone"
+    # A retried firing carries the same schedule time, so the API runs it once: retry freely.
+    assert block(periodic, "retry_config")["retry_count"] >= 1
 
 
 # --- security ----------------------------------------------------------------------------------
@@ -258,15 +303,21 @@ def test_no_public_invoker_by_default(tf: Terraform):
         assert warned, f"a check block should warn when var.{variable} is true"
 
 
+# The grants that cannot be on anything smaller than the project, each with why.
+PROJECT_GRANTS = {
+    # Cloud Monitoring's time-series reads name the project (its metrics scope), and its
+    # roles can be granted on nothing below a project; the dispatcher reads backlogs there.
+    "api_reads_backlog": "roles/monitoring.viewer",
+}
+
+
 def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
-    for rtype in (
-        "google_project_iam_member",
-        "google_project_iam_binding",
-        "google_project_iam_policy",
-    ):
-        assert not tf.of_type(rtype), (
-            f"{rtype}: grant on the topic, subscription, bucket or job instead"
-        )
+    for rtype in ("google_project_iam_binding", "google_project_iam_policy"):
+        assert not tf.of_type(rtype), f"{rtype} replaces others' grants: use _member"
+    project_grants = {n: g["role"] for n, g in tf.of_type("google_project_iam_member").items()}
+    assert project_grants == PROJECT_GRANTS, (
+        "grant on the topic, subscription, bucket or job instead of the project"
+    )
     broad = {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/pubsub.editor",
              "roles/storage.admin", "roles/run.admin", "roles/iam.serviceAccountUser"}  # fmt: skip
     for (rtype, name), body in tf.resources.items():
@@ -321,7 +372,7 @@ def test_cloud_run_sets_every_env_var_the_code_reads(tf: Terraform, scope, conta
     )
     reserved = PLATFORM_PROVIDED[scope] & set(env)
     assert not reserved, f"Cloud Run sets {sorted(reserved)} itself and rejects them in env"
-    unknown = set(env) - set(env_var_names())
+    unknown = set(env) - set(env_var_names()) - PENDING_SETTINGS
     assert not unknown, f"{sorted(unknown)} are set but no setting reads them (a typo?)"
     for name, (kind, _) in env.items():
         if name.endswith("_KEYS"):
@@ -368,12 +419,35 @@ def test_worker_and_api_run_as_their_own_accounts(tf: Terraform):
     _, job = tf.one("google_cloud_run_v2_job")
     assert only_ref(block(service, "template")["service_account"], "google_service_account")
     assert only_ref(block(job, "template", "template")["service_account"], "google_service_account")
-    # Task count, parallelism, timeout and retries come from variables.
-    assert var_refs(block(job, "template")["task_count"]) == {"job_task_count"}
-    assert var_refs(block(job, "template")["parallelism"]) == {"job_parallelism"}
+
+
+def test_each_queues_job_is_sized_by_the_queue(tf: Terraform):
+    """Task count, timeout, retries and resources are the queue's fields (queues.tf), which
+    default to the variables of the same meaning."""
+    _, job = tf.one("google_cloud_run_v2_job")
+    assert expression(job["for_each"]) == "local.queues"
     task = block(job, "template", "template")
-    assert var_refs(task["timeout"]) == {"job_task_timeout_seconds"}
-    assert var_refs(task["max_retries"]) == {"job_max_retries"}
+    limits = block(task["containers"][0], "resources")["limits"]
+    fields = {
+        "task_count": block(job, "template")["task_count"],
+        "job_task_timeout_seconds": task["timeout"],
+        "job_max_retries": task["max_retries"],
+        "cpu": limits["cpu"],
+        "memory": limits["memory"],
+    }
+    falls_back_to = {
+        "task_count": "job_task_count",
+        "job_task_timeout_seconds": "job_task_timeout_seconds",
+        "job_max_retries": "job_max_retries",
+        "cpu": "worker_cpu",
+        "memory": "worker_memory",
+    }
+    for field, value in fields.items():
+        assert f"each.value.{field}" in value, f"{field} = {value}"
+        assert var_refs(tf.locals["queue_defaults"][field]) == {falls_back_to[field]}
+    # Overrides set the task count but not the parallelism: 0 runs every task of an
+    # execution at once, so the dispatcher's task count is what runs.
+    assert block(job, "template")["parallelism"] == 0
 
 
 # --- observability -----------------------------------------------------------------------------
