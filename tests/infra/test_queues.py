@@ -13,7 +13,15 @@ import json
 import re
 
 import pytest
-from infra_contract import INFRA, Terraform, block, expression, resource_refs, runtime_container
+from infra_contract import (
+    INFRA,
+    Terraform,
+    block,
+    expression,
+    local_refs,
+    resource_refs,
+    runtime_container,
+)
 from log_queries import Comparison, parse_query
 from terraform_eval import evaluate
 
@@ -194,14 +202,26 @@ def test_queues_setting_is_the_dispatchers_table_of_every_queue(tf: Terraform):
     assert table["default"]["job"] == "background-worker"
 
 
-def test_the_api_knows_where_the_jobs_run_and_waits_for_them(tf: Terraform):
-    _, service = tf.one("google_cloud_run_v2_service")
+def test_the_api_knows_where_the_jobs_run(tf: Terraform):
     _, job = tf.one("google_cloud_run_v2_job")
     env = tf.container_env(runtime_container(tf, "api"))
     assert env["RUN_REGION"] == ("plain", "${var.region}")
     assert job["location"] == "${var.region}"
-    # The jobs QUEUES names exist, updated, before the API that starts them.
-    assert ("google_cloud_run_v2_job", "worker") in resource_refs(service["depends_on"])
+
+
+def test_the_api_and_the_jobs_deploy_apart(tf: Terraform):
+    """Adding a task type applies the jobs first, removing one the service first, each with
+    -target (docs/deploy.md, step 10): Terraform applies a target's dependencies with it,
+    so neither may depend on the other."""
+    _, service = tf.one("google_cloud_run_v2_service")
+    _, job = tf.one("google_cloud_run_v2_job")
+
+    def references(body: dict) -> set[tuple[str, str]]:
+        """The resources a body names, itself or through the locals it uses."""
+        return resource_refs(body) | resource_refs([tf.locals[n] for n in local_refs(body)])
+
+    assert ("google_cloud_run_v2_job", "worker") not in references(service)
+    assert ("google_cloud_run_v2_service", "api") not in references(job)
 
 
 def test_each_worker_drains_its_own_queue(tf: Terraform):
