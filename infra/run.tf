@@ -219,9 +219,16 @@ resource "google_cloud_run_v2_job" "worker" {
     }
   }
 
+  # A queue's job runs only once its account may drain the queue (the topics and
+  # subscriptions it depends on through TOPIC_NAME and SUBSCRIPTION_NAME already), so
+  # `-target=google_cloud_run_v2_job.worker` brings a new queue up whole (docs/deploy.md).
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.worker_secrets,
+    google_pubsub_subscription_iam_member.worker_subscriber,
+    google_pubsub_subscription_iam_member.worker_subscriber_pubsub_agent,
+    google_pubsub_topic_iam_member.worker_tasks_publisher,
+    google_pubsub_topic_iam_member.worker_dlq_publisher,
   ]
 
   lifecycle {

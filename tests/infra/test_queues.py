@@ -369,3 +369,18 @@ def test_the_log_metrics_count_every_queues_worker():
 
     assert all(query.matches(line(job)) for job in jobs)
     assert not query.matches(line("someone-elses-job"))
+
+
+def test_a_targeted_apply_of_the_jobs_brings_every_queue_up_whole(tf: Terraform):
+    """docs/deploy.md adds a queue with -target=google_cloud_run_v2_job.worker: Terraform
+    applies a target's dependencies with it, so the jobs depend on every queue's topic and
+    subscription and on the worker account's grants there."""
+    _, job = tf.one("google_cloud_run_v2_job")
+    env = tf.container_env(runtime_container(tf, "worker"))
+    env_refs = resource_refs([value for _, value in env.values()])
+    assert {("google_pubsub_topic", "tasks"), ("google_pubsub_subscription", "worker")} <= env_refs
+    grants = resource_refs(job["depends_on"])
+    for grant in ("worker_subscriber", "worker_subscriber_pubsub_agent"):
+        assert ("google_pubsub_subscription_iam_member", grant) in grants
+    for grant in ("worker_tasks_publisher", "worker_dlq_publisher"):
+        assert ("google_pubsub_topic_iam_member", grant) in grants
