@@ -1,8 +1,9 @@
 # Identities and grants. Every grant is on one resource (topic, subscription, bucket, job,
-# service, secret), or on each queue's, never on the project, but for the one read Cloud
-# Monitoring only grants there (the API's backlog reads, below). tests/infra/test_permissions.py
-# maps every API call the API, the workers and the scheduler make to its IAM permission and
-# checks these grants cover it, and that none is granted without a call that needs it.
+# service, secret; a per-queue grant on each queue's), never on the project, except the API's
+# read of queue backlogs: Cloud Monitoring grants only on a project (below).
+# tests/infra/test_permissions.py maps every API call the API, the workers and the scheduler
+# make to its IAM permission and checks these grants cover it, and that none is granted
+# without a call that needs it.
 
 resource "google_service_account" "api" {
   project      = var.project_id

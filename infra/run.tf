@@ -132,14 +132,14 @@ resource "google_cloud_run_v2_service" "api" {
     }
   }
 
-  depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_iam_member.api_secrets,
-  ]
   # No dependency on the jobs QUEUES names (it names them from locals): `-target` of the
   # service would apply the jobs too, and adding or removing a task type deploys the two
   # apart (docs/deploy.md, step 10). Until a new queue's job exists the dispatcher's runs
   # of it fail, and the next tick retries.
+  depends_on = [
+    google_project_service.enabled,
+    google_secret_manager_secret_iam_member.api_secrets,
+  ]
 }
 
 # One job per queue, all running the worker image as the one worker service account. The

@@ -6,6 +6,7 @@ compose file with PyYAML, and the tests assert on the wiring they describe.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
-from terraform_eval import evaluate
+from terraform_eval import OFFLINE, evaluate
 
 from taskcore.settings import Settings, env_var_names
 
@@ -62,7 +63,12 @@ def required_cloud_env(scope: str) -> set[str]:
 def run_terraform(directory: Path, *args: str) -> str:
     """Run the terraform CLI in directory (a configuration needing no provider); its stdout."""
     run = subprocess.run(
-        ["terraform", *args], cwd=directory, capture_output=True, text=True, timeout=120
+        ["terraform", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **OFFLINE},
     )
     assert run.returncode == 0, f"terraform {' '.join(args)}:\n{run.stdout}{run.stderr}"
     return run.stdout

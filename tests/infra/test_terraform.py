@@ -379,6 +379,15 @@ def test_cloud_run_sets_every_env_var_the_code_reads(tf: Terraform, scope, conta
             assert kind == "secret", f"{name} is a secret: use value_source.secret_key_ref"
 
 
+def test_settings_set_ahead_of_the_code_are_set_here(tf: Terraform):
+    """PENDING_SETTINGS only excuses env vars Terraform sets: the dispatcher's (API) and QUEUE."""
+    api = set(tf.container_env(api_container(tf)))
+    worker = set(tf.container_env(worker_container(tf)))
+    assert not PENDING_SETTINGS - (api | worker), "a pending setting Terraform does not set"
+    assert {"QUEUES", "RUN_REGION", "DISPATCH_COOLDOWN_SECONDS"} <= api
+    assert "QUEUE" in worker
+
+
 def test_names_in_env_come_from_the_resources(tf: Terraform):
     env = tf.container_env(worker_container(tf))
     source_name, source = dead_letter_source(tf)
