@@ -88,6 +88,20 @@ def resource_refs(value: Any) -> set[tuple[str, str]]:
     return {(t, n) for text in strings(value) for t, n in _REF.findall(text)}
 
 
+def only_ref(value, rtype: str) -> str:
+    """The name of the one `rtype` resource an expression refers to."""
+    names = {name for t, name in resource_refs(value) if t == rtype}
+    assert len(names) == 1, f"{value!r} should name exactly one {rtype}"
+    return names.pop()
+
+
+def member_of(body: dict) -> str:
+    """The one member an IAM member resource grants to."""
+    member = body.get("member")
+    assert isinstance(member, str), f"IAM member resource without a single member: {body}"
+    return member
+
+
 def var_refs(value: Any) -> set[str]:
     return {name for text in strings(value) for name in _VAR.findall(text)}
 

@@ -18,9 +18,9 @@ from iam_contract import (
     EVERY_QUEUE_TOPIC,
     METHOD_PERMISSIONS,
     PROJECT,
-    ROLE_PERMISSIONS,
     Call,
 )
+from iam_roles import ROLE_PERMISSIONS
 from infra_contract import (
     Terraform,
     block,
@@ -133,7 +133,7 @@ def granted(tf: Terraform) -> dict[str, dict[str, set[str]]]:
     for account, grants in grants_by_account(tf).items():
         for role, address in grants:
             assert role in ROLE_PERMISSIONS, (
-                f"{role} is granted but iam_contract.ROLE_PERMISSIONS does not list its "
+                f"{role} is granted but iam_roles.ROLE_PERMISSIONS does not list its "
                 "permissions: add them from Google's reference"
             )
             out.setdefault(account, {}).setdefault(address, set()).update(ROLE_PERMISSIONS[role])
