@@ -1,7 +1,9 @@
 # Identities and grants. Every grant is on one resource (topic, subscription, bucket, job,
-# secret), never on the project. tests/infra/test_permissions.py maps every API call the API,
-# the worker and the scheduler make to its IAM permission and checks these grants cover it,
-# and that none is granted without a call that needs it.
+# service, secret; a per-queue grant on each queue's), never on the project, except the API's
+# read of queue backlogs: Cloud Monitoring grants only on a project (below).
+# tests/infra/test_permissions.py maps every API call the API, the workers and the scheduler
+# make to its IAM permission and checks these grants cover it, and that none is granted
+# without a call that needs it.
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -11,6 +13,8 @@ resource "google_service_account" "api" {
   depends_on = [google_project_service.enabled]
 }
 
+# One account for every queue's job: the queues differ in capacity, not in trust (they run
+# the same image), so it holds each queue's subscription and topic.
 resource "google_service_account" "worker" {
   project      = var.project_id
   account_id   = "task-worker"
@@ -22,7 +26,7 @@ resource "google_service_account" "worker" {
 resource "google_service_account" "scheduler" {
   project      = var.project_id
   account_id   = "task-worker-scheduler"
-  display_name = "Runs the worker job on a schedule (Cloud Scheduler)"
+  display_name = "Cloud Scheduler: the dispatcher's tick, periodic tasks, the queues' safety-net runs"
 
   depends_on = [google_project_service.enabled]
 }
@@ -37,19 +41,24 @@ resource "google_pubsub_topic_iam_member" "dlq_publisher_pubsub_agent" {
   member  = local.pubsub_service_agent
 }
 
-# ...and acknowledges it on the source subscription.
+# ...and acknowledges it on the source subscription, every queue's.
 resource "google_pubsub_subscription_iam_member" "worker_subscriber_pubsub_agent" {
+  for_each = local.queues
+
   project      = var.project_id
-  subscription = google_pubsub_subscription.worker.name
+  subscription = google_pubsub_subscription.worker[each.key].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
 }
 
 # --- the API ---------------------------------------------------------------------------------
 
+# Submissions go to their type's queue; the admin's replays return each dead letter to its own.
 resource "google_pubsub_topic_iam_member" "api_publisher" {
+  for_each = local.queues
+
   project = var.project_id
-  topic   = google_pubsub_topic.tasks.name
+  topic   = google_pubsub_topic.tasks[each.key].name
   role    = "roles/pubsub.publisher"
   member  = google_service_account.api.member
 }
@@ -57,7 +66,7 @@ resource "google_pubsub_topic_iam_member" "api_publisher" {
 # GET /ready reads the topic (pubsub.topics.get), which the publisher role does not include.
 resource "google_pubsub_topic_iam_member" "api_topic_viewer" {
   project = var.project_id
-  topic   = google_pubsub_topic.tasks.name
+  topic   = google_pubsub_topic.tasks["default"].name
   role    = "roles/pubsub.viewer"
   member  = google_service_account.api.member
 }
@@ -78,10 +87,11 @@ resource "google_pubsub_subscription_iam_member" "api_dlq_subscriber" {
   member       = google_service_account.api.member
 }
 
-# ...and shows backlog and configuration of both subscriptions (read-only).
+# ...and shows backlog and configuration of the default queue's and the DLQ's subscriptions
+# (read-only).
 resource "google_pubsub_subscription_iam_member" "api_viewer" {
   for_each = {
-    worker = google_pubsub_subscription.worker.name
+    worker = google_pubsub_subscription.worker["default"].name
     dlq    = google_pubsub_subscription.dlq.name
   }
 
@@ -89,6 +99,43 @@ resource "google_pubsub_subscription_iam_member" "api_viewer" {
   subscription = each.value
   role         = "roles/pubsub.viewer"
   member       = google_service_account.api.member
+}
+
+# The dispatcher starts executions of each queue's job with overrides (task count, env,
+# timeout). roles/run.invoker grants run.jobs.run but not run.jobs.runWithOverrides; this
+# role grants both (and run.executions.cancel), nothing else, on the job it is granted on.
+resource "google_cloud_run_v2_job_iam_member" "api_runs_queue_jobs" {
+  for_each = local.queues
+
+  project  = var.project_id
+  location = google_cloud_run_v2_job.worker[each.key].location
+  name     = google_cloud_run_v2_job.worker[each.key].name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = google_service_account.api.member
+}
+
+# ...and lists each job's executions to see what runs (run.executions.list, checked on the
+# job named as the parent; listing across jobs with "-" would need it on the project).
+# Read-only, on the job.
+resource "google_cloud_run_v2_job_iam_member" "api_views_queue_jobs" {
+  for_each = local.queues
+
+  project  = var.project_id
+  location = google_cloud_run_v2_job.worker[each.key].location
+  name     = google_cloud_run_v2_job.worker[each.key].name
+  role     = "roles/run.viewer"
+  member   = google_service_account.api.member
+}
+
+# ...and reads each queue's backlog, pubsub.googleapis.com/subscription/num_undelivered_messages,
+# from Cloud Monitoring (projects.timeSeries.list). The only grant on the project, because
+# it cannot be narrower: a time-series read names the project (its metrics scope), not a
+# subscription, and Monitoring's roles can be granted on nothing below a project. Read-only;
+# it shows metrics and monitoring configuration, no task data.
+resource "google_project_iam_member" "api_reads_backlog" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = google_service_account.api.member
 }
 
 resource "google_secret_manager_secret_iam_member" "api_secrets" {
@@ -102,11 +149,14 @@ resource "google_secret_manager_secret_iam_member" "api_secrets" {
 
 # --- the worker ------------------------------------------------------------------------------
 
-# Pull, acknowledge and extend leases. It grants no subscriptions.get: the worker reads the
-# ack deadline and attempt limit from its settings, never from the subscription.
+# Pull, acknowledge and extend leases, on every queue's subscription (one account for all the
+# queues' jobs). It grants no subscriptions.get: the worker reads the ack deadline and
+# attempt limit from its settings, never from the subscription.
 resource "google_pubsub_subscription_iam_member" "worker_subscriber" {
+  for_each = local.queues
+
   project      = var.project_id
-  subscription = google_pubsub_subscription.worker.name
+  subscription = google_pubsub_subscription.worker[each.key].name
   role         = "roles/pubsub.subscriber"
   member       = google_service_account.worker.member
 }
@@ -120,11 +170,13 @@ resource "google_pubsub_topic_iam_member" "worker_dlq_publisher" {
 }
 
 # A task whose Pub/Sub delivery count nears max_delivery_attempts without having failed
-# (its deliveries were released, not run) goes back to the tasks topic as a fresh message,
+# (its deliveries were released, not run) goes back to its queue's topic as a fresh message,
 # so Pub/Sub's dead-letter policy does not take it.
 resource "google_pubsub_topic_iam_member" "worker_tasks_publisher" {
+  for_each = local.queues
+
   project = var.project_id
-  topic   = google_pubsub_topic.tasks.name
+  topic   = google_pubsub_topic.tasks[each.key].name
   role    = "roles/pubsub.publisher"
   member  = google_service_account.worker.member
 }
@@ -146,11 +198,23 @@ resource "google_secret_manager_secret_iam_member" "worker_secrets" {
 
 # --- the scheduler -----------------------------------------------------------------------------
 
-# run.jobs.run on this one job, nothing else.
+# run.jobs.run on the jobs with a safety-net schedule (scheduler.tf), nothing else.
 resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_worker" {
+  for_each = local.scheduled_queues
+
   project  = var.project_id
-  location = google_cloud_run_v2_job.worker.location
-  name     = google_cloud_run_v2_job.worker.name
+  location = google_cloud_run_v2_job.worker[each.key].location
+  name     = google_cloud_run_v2_job.worker[each.key].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.scheduler.member
+}
+
+# The dispatcher's tick and the periodic tasks' firings are requests to the API's
+# /internal/ routes, with the scheduler's identity token.
+resource "google_cloud_run_v2_service_iam_member" "scheduler_invokes_api" {
+  project  = var.project_id
+  location = google_cloud_run_v2_service.api.location
+  name     = google_cloud_run_v2_service.api.name
   role     = "roles/run.invoker"
   member   = google_service_account.scheduler.member
 }

@@ -6,9 +6,8 @@
 # filters below use only those values, and tests/infra and tests/integration/test_log_events.py
 # hold them to that module and to the worker's real lines.
 
+# local.worker_logs (queues.tf) selects the lines of every queue's worker job.
 locals {
-  worker_logs = "resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${var.worker_job_name}\""
-
   alert_channels = concat(
     var.notification_channels,
     google_monitoring_notification_channel.email[*].id,
@@ -162,18 +161,20 @@ resource "google_monitoring_alert_policy" "dlq_backlog" {
 }
 
 resource "google_monitoring_alert_policy" "oldest_unacked" {
+  for_each = local.queues
+
   project               = var.project_id
-  display_name          = "Task pipeline: tasks waiting too long in ${var.subscription_name}"
+  display_name          = "Task pipeline: tasks waiting too long in ${each.value.subscription_name}"
   combiner              = "OR"
   notification_channels = local.alert_channels
 
   conditions {
-    display_name = "Oldest unacknowledged task older than ${var.oldest_unacked_alert_seconds}s"
+    display_name = "Oldest unacknowledged task older than ${each.value.oldest_unacked_alert_seconds}s"
 
     condition_threshold {
-      filter          = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.worker.name}\" AND metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
+      filter          = "resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=\"${google_pubsub_subscription.worker[each.key].name}\" AND metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
       comparison      = "COMPARISON_GT"
-      threshold_value = var.oldest_unacked_alert_seconds
+      threshold_value = each.value.oldest_unacked_alert_seconds
       duration        = "300s"
 
       aggregations {
@@ -185,15 +186,17 @@ resource "google_monitoring_alert_policy" "oldest_unacked" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The worker is not keeping up, or not running. Check the `${var.worker_job_name}` executions and the `${google_cloud_scheduler_job.run_worker.name}` scheduler job; raise job_task_count / job_parallelism (docs/deploy.md, capacity)."
+    content   = "Queue `${each.key}`'s worker is not keeping up, or not running. Check the `${each.value.job_name}` executions (`gcloud run jobs executions list --job ${each.value.job_name} --region ${var.region}`) and the `${var.api_service_name}-tick` scheduler job, which starts them; if executions run but the backlog grows, raise the queue's max_tasks or max_concurrency (docs/capacity.md)."
   }
 
   depends_on = [google_project_service.enabled]
 }
 
 resource "google_monitoring_alert_policy" "job_failures" {
+  for_each = local.queues
+
   project               = var.project_id
-  display_name          = "Task pipeline: ${var.worker_job_name} executions failed"
+  display_name          = "Task pipeline: ${each.value.job_name} executions failed"
   combiner              = "OR"
   notification_channels = local.alert_channels
 
@@ -201,7 +204,7 @@ resource "google_monitoring_alert_policy" "job_failures" {
     display_name = "Failed job executions"
 
     condition_threshold {
-      filter          = "resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${google_cloud_run_v2_job.worker.name}\" AND metric.type=\"run.googleapis.com/job/completed_execution_count\" AND metric.labels.result=\"failed\""
+      filter          = "resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${google_cloud_run_v2_job.worker[each.key].name}\" AND metric.type=\"run.googleapis.com/job/completed_execution_count\" AND metric.labels.result=\"failed\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -215,7 +218,7 @@ resource "google_monitoring_alert_policy" "job_failures" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A worker execution exited non-zero (infrastructure unreachable) or hit its task timeout. Read its logs: `gcloud run jobs executions list --job ${var.worker_job_name} --region ${var.region}` (docs/deploy.md)."
+    content   = "A worker execution of queue `${each.key}` exited non-zero (infrastructure unreachable) or hit its task timeout. Read its logs: `gcloud run jobs executions list --job ${each.value.job_name} --region ${var.region}` (docs/deploy.md)."
   }
 
   depends_on = [google_project_service.enabled]
@@ -228,7 +231,7 @@ resource "google_monitoring_alert_policy" "task_failures" {
   count = var.failed_attempts_alert_threshold == null ? 0 : 1
 
   project               = var.project_id
-  display_name          = "Task pipeline: task attempts failing in ${var.worker_job_name}"
+  display_name          = "Task pipeline: task attempts failing"
   combiner              = "OR"
   notification_channels = local.alert_channels
 

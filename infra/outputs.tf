@@ -11,13 +11,24 @@ output "image_prefix" {
 output "names" {
   description = "Names of everything the pipeline uses; the same values are the env vars of the code."
   value = {
-    project                = var.project_id
-    region                 = var.region
-    api_service            = google_cloud_run_v2_service.api.name
-    worker_job             = google_cloud_run_v2_job.worker.name
-    worker_schedule        = google_cloud_scheduler_job.run_worker.name
-    topic                  = google_pubsub_topic.tasks.name
-    subscription           = google_pubsub_subscription.worker.name
+    project     = var.project_id
+    region      = var.region
+    api_service = google_cloud_run_v2_service.api.name
+    # The default queue's (TOPIC_NAME, SUBSCRIPTION_NAME); every queue's under queues.
+    worker_job      = google_cloud_run_v2_job.worker["default"].name
+    worker_schedule = try(google_cloud_scheduler_job.run_worker["default"].name, null)
+    topic           = google_pubsub_topic.tasks["default"].name
+    subscription    = google_pubsub_subscription.worker["default"].name
+    queues = {
+      for name, job in google_cloud_run_v2_job.worker : name => {
+        job          = job.name
+        topic        = google_pubsub_topic.tasks[name].name
+        subscription = google_pubsub_subscription.worker[name].name
+        schedule     = try(google_cloud_scheduler_job.run_worker[name].name, null)
+      }
+    }
+    dispatch_tick          = google_cloud_scheduler_job.dispatch_tick.name
+    periodic_tasks         = [for job in google_cloud_scheduler_job.periodic_task : job.name]
     dlq_topic              = google_pubsub_topic.dlq.name
     dlq_subscription       = google_pubsub_subscription.dlq.name
     bucket                 = google_storage_bucket.tasks.name
@@ -28,6 +39,9 @@ output "names" {
 }
 
 locals {
+  # The default queue's job, in next_steps below.
+  default_worker_job = google_cloud_run_v2_job.worker["default"].name
+
   # next_steps below, for the secrets api_secret_env actually wires.
   api_key_secret   = lookup(var.api_secret_env, "API_KEYS", "")
   admin_key_secret = lookup(var.api_secret_env, "ADMIN_API_KEYS", "")
@@ -60,17 +74,17 @@ output "next_steps" {
       -H 'Content-Type: application/json' \
       -d '{"task_type":"data_transformation","transformation":"normalize","dataset_size":100}'
 
-    # Run the worker now instead of waiting for the schedule (${var.worker_schedule}):
-    gcloud run jobs execute ${google_cloud_run_v2_job.worker.name} --region ${var.region} --project ${var.project_id} --wait
+    # The API starts worker executions within seconds of a submission; see them:
+    gcloud run jobs executions list --job ${local.default_worker_job} --region ${var.region} --project ${var.project_id} --limit 5
 
-    # Read the worker's logs:
-    gcloud logging read 'resource.type="cloud_run_job" AND resource.labels.job_name="${google_cloud_run_v2_job.worker.name}"' --project ${var.project_id} --limit 50 --freshness 1h
+    # Read the default queue's worker logs:
+    gcloud logging read 'resource.type="cloud_run_job" AND resource.labels.job_name="${local.default_worker_job}"' --project ${var.project_id} --limit 50 --freshness 1h
 
     ${local.open_dashboard}
 
     # See dead letters, then replay some (from a checkout of this repository, after make install):
     gcloud pubsub subscriptions pull ${google_pubsub_subscription.dlq.name} --project ${var.project_id} --limit 10
-    export GOOGLE_CLOUD_PROJECT=${var.project_id} TOPIC_NAME=${google_pubsub_topic.tasks.name} SUBSCRIPTION_NAME=${google_pubsub_subscription.worker.name} DLQ_TOPIC_NAME=${google_pubsub_topic.dlq.name} DLQ_SUBSCRIPTION_NAME=${google_pubsub_subscription.dlq.name} BUCKET_NAME=${google_storage_bucket.tasks.name}
+    export GOOGLE_CLOUD_PROJECT=${var.project_id} TOPIC_NAME=${google_pubsub_topic.tasks["default"].name} SUBSCRIPTION_NAME=${google_pubsub_subscription.worker["default"].name} DLQ_TOPIC_NAME=${google_pubsub_topic.dlq.name} DLQ_SUBSCRIPTION_NAME=${google_pubsub_subscription.dlq.name} BUCKET_NAME=${google_storage_bucket.tasks.name}
     .venv/bin/taskctl dlq replay --all --dry-run
     .venv/bin/taskctl dlq replay --all
   EOT

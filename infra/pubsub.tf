@@ -1,10 +1,20 @@
-# Topics and subscriptions. The code reads the same names and limits (locals in run.tf).
+# Topics and subscriptions: one topic and one pull subscription per queue, one dead-letter
+# topic and subscription for all. The code reads the same names and limits (run.tf).
 
 resource "google_pubsub_topic" "tasks" {
+  for_each = local.queues
+
   project = var.project_id
-  name    = var.topic_name
+  name    = each.value.topic_name
 
   depends_on = [google_project_service.enabled]
+
+  lifecycle {
+    precondition {
+      condition     = length(local.queue_problems) == 0
+      error_message = join("; ", local.queue_problems)
+    }
+  }
 }
 
 resource "google_pubsub_topic" "dlq" {
@@ -15,9 +25,11 @@ resource "google_pubsub_topic" "dlq" {
 }
 
 resource "google_pubsub_subscription" "worker" {
+  for_each = local.queues
+
   project = var.project_id
-  name    = var.subscription_name
-  topic   = google_pubsub_topic.tasks.id
+  name    = each.value.subscription_name
+  topic   = google_pubsub_topic.tasks[each.key].id
 
   ack_deadline_seconds       = var.ack_deadline_seconds
   message_retention_duration = "604800s" # 7 days
@@ -27,7 +39,8 @@ resource "google_pubsub_subscription" "worker" {
   # modifyAckDeadline) from its own count of the task's failures.
 
   # The safety net: after max_delivery_attempts deliveries Pub/Sub's service agent forwards a
-  # message the worker never settled (a crash loop) to the DLQ topic. The worker dead-letters
+  # message the worker never settled (a crash loop) to the DLQ topic, whatever its queue (a
+  # replay returns each dead letter to its own queue). The worker dead-letters
   # a task itself, with its reason, once it has failed MAX_DELIVERY_ATTEMPTS times, and
   # re-publishes a message on its last delivery when the task still has attempts left.
   dead_letter_policy {
@@ -35,8 +48,8 @@ resource "google_pubsub_subscription" "worker" {
     max_delivery_attempts = var.max_delivery_attempts
   }
 
-  # A subscription nobody pulls for 31 days is deleted by default; the worker may be
-  # paused longer than that.
+  # A subscription nobody pulls for 31 days is deleted by default; a queue may stay idle
+  # longer than that.
   expiration_policy {
     ttl = ""
   }

@@ -1,4 +1,4 @@
-# The API (Cloud Run service) and the worker (Cloud Run job).
+# The API (Cloud Run service) and the workers (one Cloud Run job per queue).
 #
 # Environment: every variable in shared/taskcore/settings.py of scope "both", "api" or
 # "worker" is set here from the same Terraform values as the resources it names; tests/infra
@@ -9,9 +9,10 @@
 locals {
   # Read by both the API and the worker.
   common_env = {
-    GOOGLE_CLOUD_PROJECT        = var.project_id
-    TOPIC_NAME                  = google_pubsub_topic.tasks.name
-    SUBSCRIPTION_NAME           = google_pubsub_subscription.worker.name
+    GOOGLE_CLOUD_PROJECT = var.project_id
+    # The default queue's; the code derives the other queues' names from them (queues.tf).
+    TOPIC_NAME                  = google_pubsub_topic.tasks["default"].name
+    SUBSCRIPTION_NAME           = google_pubsub_subscription.worker["default"].name
     BUCKET_NAME                 = google_storage_bucket.tasks.name
     DLQ_TOPIC_NAME              = google_pubsub_topic.dlq.name
     DLQ_SUBSCRIPTION_NAME       = google_pubsub_subscription.dlq.name
@@ -37,13 +38,18 @@ locals {
     REQUEST_READ_TIMEOUT_SECONDS = tostring(var.request_read_timeout_seconds)
     # Where the admin sign-in throttle finds the client's address.
     TRUSTED_PROXY_HOPS = tostring(var.trusted_proxy_hops)
+    # The dispatcher: each queue's job and sizing (queues.tf), where the jobs are, and how
+    # often it may start another execution of one queue.
+    QUEUES                    = jsonencode(local.dispatch_queues)
+    RUN_REGION                = var.region
+    DISPATCH_COOLDOWN_SECONDS = tostring(var.dispatch_cooldown_seconds)
   }
 
   # Cloud Run sends an instance no more requests than its gunicorn threads can serve at once.
   api_concurrency = coalesce(var.api_concurrency, var.api_workers * var.api_threads)
 
+  # Every queue's worker; QUEUE and WORKER_CONCURRENCY are set per queue on its job.
   worker_env = {
-    WORKER_CONCURRENCY   = tostring(var.worker_concurrency)
     PULL_BATCH_SIZE      = tostring(var.pull_batch_size)
     IDLE_TIMEOUT_SECONDS = tostring(var.idle_timeout_seconds)
     MAX_MESSAGES         = tostring(var.max_messages)
@@ -128,36 +134,59 @@ resource "google_cloud_run_v2_service" "api" {
     }
   }
 
+  # No dependency on the jobs QUEUES names (it names them from locals): `-target` of the
+  # service would apply the jobs too, and adding or removing a task type deploys the two
+  # apart (docs/deploy.md, step 10). Until a new queue's job exists the dispatcher's runs
+  # of it fail, and the next tick retries.
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.api_secrets,
   ]
 }
 
+# One job per queue, all running the worker image as the one worker service account. The
+# dispatcher starts executions with overrides (task count, env, timeout); the job's own
+# task count is what a run without overrides starts (the safety-net schedule, `gcloud run
+# jobs execute`).
 resource "google_cloud_run_v2_job" "worker" {
+  for_each = local.queues
+
   project             = var.project_id
-  name                = var.worker_job_name
+  name                = each.value.job_name
   location            = var.region
   deletion_protection = var.deletion_protection
 
   template {
-    task_count  = var.job_task_count
-    parallelism = var.job_parallelism
+    task_count = each.value.task_count
+    # 0: every task of an execution at once. Overrides cannot change parallelism, and the
+    # dispatcher sizes an execution by its task count, within max_tasks over all executions.
+    parallelism = 0
 
     template {
       service_account = google_service_account.worker.email
-      timeout         = "${var.job_task_timeout_seconds}s"
-      max_retries     = var.job_max_retries
+      timeout         = "${each.value.job_task_timeout_seconds}s"
+      max_retries     = each.value.job_max_retries
 
       containers {
-        # The image's CMD is `taskctl worker`: drain the subscription once, then exit.
+        # The image's CMD is `taskctl worker`: drain the queue's subscription once, then exit.
         image = local.worker_image
 
         resources {
           limits = {
-            cpu    = var.worker_cpu
-            memory = var.worker_memory
+            cpu    = each.value.cpu
+            memory = each.value.memory
           }
+        }
+
+        # The queue this job drains: its subscription and topic are derived from it.
+        env {
+          name  = "QUEUE"
+          value = each.key
+        }
+
+        env {
+          name  = "WORKER_CONCURRENCY"
+          value = tostring(each.value.worker_concurrency)
         }
 
         dynamic "env" {
@@ -192,23 +221,34 @@ resource "google_cloud_run_v2_job" "worker" {
     }
   }
 
+  # A queue's job runs only once its account may drain the queue (the topics and
+  # subscriptions it depends on through TOPIC_NAME and SUBSCRIPTION_NAME already), so
+  # `-target=google_cloud_run_v2_job.worker` brings a new queue up whole (docs/deploy.md).
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.worker_secrets,
+    google_pubsub_subscription_iam_member.worker_subscriber,
+    google_pubsub_subscription_iam_member.worker_subscriber_pubsub_agent,
+    google_pubsub_topic_iam_member.worker_tasks_publisher,
+    google_pubsub_topic_iam_member.worker_dlq_publisher,
   ]
+
+  lifecycle {
+    precondition {
+      condition     = length(local.queue_problems) == 0
+      error_message = join("; ", local.queue_problems)
+    }
+  }
 }
 
 check "worker_limits_fit" {
-  assert {
-    condition     = var.job_parallelism <= var.job_task_count
-    error_message = "job_parallelism (${var.job_parallelism}) exceeds job_task_count (${var.job_task_count}); Cloud Run rejects it."
-  }
-
   # The worker stops pulling after RUN_BUDGET_SECONDS and then finishes what it holds, each
   # task within TASK_TIMEOUT_SECONDS; past the job's task timeout Cloud Run kills it mid-task
   # (the tasks are redelivered, but the execution counts as failed).
   assert {
-    condition     = var.run_budget_seconds > 0 && var.run_budget_seconds + var.task_timeout_seconds < var.job_task_timeout_seconds
-    error_message = "run_budget_seconds (${var.run_budget_seconds}) + task_timeout_seconds (${var.task_timeout_seconds}) must be above 0 and below job_task_timeout_seconds (${var.job_task_timeout_seconds})."
+    condition = var.run_budget_seconds > 0 && alltrue([
+      for queue in values(local.queues) : var.run_budget_seconds + var.task_timeout_seconds < queue.job_task_timeout_seconds
+    ])
+    error_message = "run_budget_seconds (${var.run_budget_seconds}) + task_timeout_seconds (${var.task_timeout_seconds}) must be above 0 and below every queue's job_task_timeout_seconds (${join(", ", [for name, queue in local.queues : "${name}: ${queue.job_task_timeout_seconds}"])})."
   }
 }

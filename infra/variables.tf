@@ -272,46 +272,48 @@ variable "trusted_proxy_hops" {
   default     = 1
 }
 
-# --- the worker (Cloud Run job) --------------------------------------------------------------
+# --- the workers (one Cloud Run job per queue) ----------------------------------------------
+# Each of these is the default of the queue field named in its description: a queue in
+# var.queues that leaves the field out takes the value here.
 
 variable "job_task_count" {
-  description = "Tasks (containers) one job execution starts; each drains the same subscription."
+  description = "Containers (Cloud Run tasks) a queue's safety-net run starts, the job's own task count (queue field task_count). The dispatcher sizes the executions it starts itself."
   type        = number
   default     = 1
 }
 
 variable "job_parallelism" {
-  description = "Tasks of one execution that run at once (at most job_task_count)."
+  description = "Most worker containers (Cloud Run tasks) one queue runs at once over all its executions (queue field max_tasks): the dispatcher starts no more. Before queues this was the parallelism of one execution."
   type        = number
-  default     = 1
+  default     = 10
 }
 
 variable "job_task_timeout_seconds" {
-  description = "Cloud Run kills a task (container) running longer than this; it must exceed run_budget_seconds + task_timeout_seconds."
+  description = "Cloud Run kills a worker container running longer than this (queue field job_task_timeout_seconds); it must exceed run_budget_seconds + task_timeout_seconds."
   type        = number
   default     = 900
 }
 
 variable "job_max_retries" {
-  description = "Cloud Run retries of a failed task. The worker exits non-zero only when infrastructure is unreachable."
+  description = "Cloud Run retries of a failed worker container (queue field job_max_retries). The worker exits non-zero only when infrastructure is unreachable."
   type        = number
   default     = 1
 }
 
 variable "worker_cpu" {
-  description = "CPU limit of one worker task."
+  description = "CPU limit of one worker container (queue field cpu)."
   type        = string
   default     = "1"
 }
 
 variable "worker_memory" {
-  description = "Memory limit of one worker task."
+  description = "Memory limit of one worker container (queue field memory)."
   type        = string
   default     = "1Gi"
 }
 
 variable "worker_concurrency" {
-  description = "WORKER_CONCURRENCY: tasks one worker container runs at once (threads)."
+  description = "WORKER_CONCURRENCY: tasks one worker container runs at once, in threads (queue field worker_concurrency)."
   type        = number
   default     = 64
 }
@@ -432,6 +434,116 @@ variable "log_level" {
   default     = "INFO"
 }
 
+# --- queues and the dispatcher ----------------------------------------------------------------
+
+variable "queues" {
+  description = <<-EOT
+    The queues, each drained by its own Cloud Run job: queue name => what differs from the
+    defaults. @task(queue="urgent") routes a task type to a queue; types that name none go to
+    "default", which must be here and keeps the names topic_name, subscription_name and
+    worker_job_name (so existing deployments carry over). Queue q has the topic
+    "<topic_name>-q", the subscription "<subscription_name>-q" (dead letters of every queue go
+    to the one DLQ) and the job "<worker_job_name>-q". A field left out takes the variable
+    named in brackets:
+      max_tasks                    most worker containers of the queue at once (job_parallelism)
+      worker_concurrency           tasks one container runs at once (worker_concurrency)
+      max_concurrency              most tasks of the queue running at once in all, to protect
+                                   what they call; the dispatcher starts no container past it
+                                   (max_tasks * worker_concurrency)
+      backlog_per_task             queued messages per container: an execution starts about
+                                   backlog / backlog_per_task containers (worker_concurrency)
+      cpu, memory                  of one container (worker_cpu, worker_memory)
+      job_task_timeout_seconds     (job_task_timeout_seconds)
+      job_max_retries              (job_max_retries)
+      schedule                     cron of the safety-net run; "" runs none (worker_schedule)
+      task_count                   containers a safety-net run starts (job_task_count)
+      oldest_unacked_alert_seconds (oldest_unacked_alert_seconds)
+  EOT
+  type = map(object({
+    max_tasks                    = optional(number)
+    worker_concurrency           = optional(number)
+    max_concurrency              = optional(number)
+    backlog_per_task             = optional(number)
+    cpu                          = optional(string)
+    memory                       = optional(string)
+    job_task_timeout_seconds     = optional(number)
+    job_max_retries              = optional(number)
+    schedule                     = optional(string)
+    task_count                   = optional(number)
+    oldest_unacked_alert_seconds = optional(number)
+  }))
+  default = {
+    default = {}
+  }
+
+  validation {
+    condition     = contains(keys(var.queues), "default")
+    error_message = "queues must contain \"default\": task types that name no queue go there."
+  }
+
+  # The same rule as @task(queue=...) in shared/taskcore/tasks.py.
+  validation {
+    condition     = alltrue([for name in keys(var.queues) : can(regex("^[a-z][a-z0-9-]{0,30}$", name))])
+    error_message = "A queue name is a lower-case letter, then up to 30 lower-case letters, digits or '-'."
+  }
+
+  validation {
+    condition = alltrue(flatten([
+      for queue in values(var.queues) : [
+        for count in [queue.max_tasks, queue.worker_concurrency, queue.max_concurrency, queue.backlog_per_task, queue.task_count, queue.job_task_timeout_seconds] :
+        count == null ? true : count >= 1 && floor(count) == count
+      ]
+    ]))
+    error_message = "max_tasks, worker_concurrency, max_concurrency, backlog_per_task, task_count and job_task_timeout_seconds are whole numbers of at least 1."
+  }
+
+  validation {
+    condition = alltrue([
+      for queue in values(var.queues) : queue.job_max_retries == null ? true : queue.job_max_retries >= 0 && queue.job_max_retries <= 10
+    ])
+    error_message = "Cloud Run retries a failed container 0 to 10 times."
+  }
+}
+
+variable "dispatch_cooldown_seconds" {
+  description = "DISPATCH_COOLDOWN_SECONDS: after starting an execution of a queue, the API waits this long before it starts another for the same queue, so a stream of submissions does not start one per task."
+  type        = number
+  default     = 5
+}
+
+variable "dispatch_tick_schedule" {
+  description = "Cron of the Cloud Scheduler job that calls POST /internal/tick on the API: the dispatcher's safety net (executions the API could not start when tasks arrived) and the publisher of delayed tasks that came due. Cloud Scheduler's finest period is a minute."
+  type        = string
+  default     = "* * * * *"
+}
+
+variable "periodic_tasks" {
+  description = <<-EOT
+    Periodic task types (@task(schedule=..., timezone=...)), as `taskctl schedules export`
+    prints them: [{ task_type, schedule, timezone, queue }]. Each becomes a Cloud Scheduler
+    job that calls POST /internal/fire/<task_type> on the API with an OIDC token; the API
+    derives the task id from the firing's schedule time, so a retried or duplicated firing
+    runs once. Generate it into infra/periodic_tasks.auto.tfvars.json (docs/deploy.md).
+  EOT
+  type = list(object({
+    task_type = string
+    schedule  = string
+    timezone  = optional(string)
+    queue     = optional(string, "default")
+  }))
+  default = []
+
+  validation {
+    condition     = alltrue([for task in var.periodic_tasks : can(regex("^[a-z][a-z0-9_]{0,62}$", task.task_type))])
+    error_message = "A task type name is a lower-case letter, then up to 62 lower-case letters, digits or '_' (shared/taskcore/tasks.py)."
+  }
+
+  validation {
+    condition     = length(distinct([for task in var.periodic_tasks : task.task_type])) == length(var.periodic_tasks)
+    error_message = "A task type appears twice in periodic_tasks: it has one schedule."
+  }
+}
+
 # --- secrets -------------------------------------------------------------------------------
 
 variable "api_secret_env" {
@@ -452,7 +564,7 @@ variable "worker_secret_env" {
 # --- schedules -----------------------------------------------------------------------------
 
 variable "worker_schedule" {
-  description = "Cron (unix-cron format) on which Cloud Scheduler runs the worker job."
+  description = "Cron (unix-cron format) of each queue's safety-net run: Cloud Scheduler runs the queue's job, without the dispatcher, in case the API cannot (queue field schedule)."
   type        = string
   default     = "*/5 * * * *"
 }
@@ -465,15 +577,18 @@ variable "schedule_time_zone" {
 
 variable "scheduled_tasks" {
   description = <<-EOT
-    Tasks published to the topic on a schedule by Cloud Scheduler, keyed by a short name:
+    Tasks published to a queue's topic on a schedule by Cloud Scheduler, keyed by a short name:
     { nightly-rollup = { schedule = "0 2 * * *", task_json = "{\"task_type\":\"data_transformation\",\"transformation\":\"aggregate\",\"dataset_size\":1000}" } }.
     task_json is the body POST /submit-task accepts: {"task_type": ..., and the type's fields beside it}.
-    Each run is a new task (its task_id is "msg-<Pub/Sub message id>").
+    queue (default "default") must be the queue the task type is routed to.
+    Each run is a new task (its task_id is "msg-<Pub/Sub message id>"). Task types declared
+    with @task(schedule=...) belong in periodic_tasks instead.
   EOT
   type = map(object({
     schedule  = string
     task_json = string
     time_zone = optional(string)
+    queue     = optional(string, "default")
   }))
   default = {}
 
@@ -501,7 +616,7 @@ variable "notification_channels" {
 }
 
 variable "oldest_unacked_alert_seconds" {
-  description = "Alert when the oldest unacknowledged task on the worker subscription is older than this. Keep it above the worker schedule's period."
+  description = "Alert when the oldest unacknowledged task on a queue's subscription is older than this (queue field oldest_unacked_alert_seconds). A batch queue capped by max_tasks may take hours to drain a burst: give it its own."
   type        = number
   default     = 1800
 }

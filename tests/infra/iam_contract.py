@@ -4,13 +4,15 @@ Emulators enforce no IAM, so a call the granted roles do not cover works in ever
 fails in production with 403. This module holds the three tables the contract is checked
 with, each from Google's reference:
 
-- ROLE_PERMISSIONS: the permissions of every predefined role infra/iam.tf grants
-  (https://cloud.google.com/iam/docs/roles-permissions/pubsub, .../storage, .../run,
-  .../secretmanager; the same lists `gcloud iam roles describe ROLE` prints);
+- ROLE_PERMISSIONS (in iam_roles.py): the permissions of every predefined role infra/iam.tf
+  grants (https://cloud.google.com/iam/docs/roles-permissions/pubsub, .../storage, .../run,
+  .../monitoring, .../secretmanager; the same lists `gcloud iam roles describe ROLE` prints);
 - METHOD_PERMISSIONS: the permission each API method needs on its resource
   (https://cloud.google.com/pubsub/docs/access-control,
   https://cloud.google.com/storage/docs/access-control/iam-json,
-  https://cloud.google.com/run/docs/reference/iam/permissions);
+  https://cloud.google.com/run/docs/reference/iam/permissions, and each method's REST
+  reference: "Authorization requires the following IAM permission on the specified
+  resource");
 - CALLS: the methods each account's code path calls, on which resource. The API and worker
   entries are checked against their real traffic (tests/infra/test_permissions.py records
   every RPC and Cloud Storage request while they run against the emulators): a call missing
@@ -18,123 +20,28 @@ with, each from Google's reference:
 
 Resources are named by the environment variable that names them to the code (TOPIC_NAME,
 ...); infra/run.tf sets each from one Terraform resource, which is how a call is matched
-with the grants on that resource.
+with the grants on that resource. Every queue has its own topic, subscription and job, named
+by the code from TOPIC_NAME, SUBSCRIPTION_NAME and the queue name: EVERY_QUEUE_TOPIC and its
+kin name all of them at once (a call on TOPIC_NAME is a call on one of them).
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from taskcore.settings import Settings
 
-# --- roles (only those infra/iam.tf grants, plus the usual least-privilege alternatives) ----
-
-ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
-    "roles/pubsub.publisher": frozenset({"pubsub.topics.publish"}),
-    "roles/pubsub.subscriber": frozenset(
-        {
-            "pubsub.snapshots.seek",
-            "pubsub.subscriptions.consume",
-            "pubsub.topics.attachSubscription",
-        }
-    ),
-    "roles/pubsub.viewer": frozenset(
-        {
-            "pubsub.messageTransforms.validate",
-            "pubsub.schemas.get",
-            "pubsub.schemas.list",
-            "pubsub.schemas.listRevisions",
-            "pubsub.schemas.validate",
-            "pubsub.snapshots.get",
-            "pubsub.snapshots.list",
-            "pubsub.subscriptions.get",
-            "pubsub.subscriptions.list",
-            "pubsub.topics.get",
-            "pubsub.topics.list",
-            "resourcemanager.projects.get",
-            "serviceusage.quotas.get",
-            "serviceusage.services.get",
-            "serviceusage.services.list",
-        }
-    ),
-    "roles/storage.objectUser": frozenset(
-        {
-            "orgpolicy.policy.get",
-            "resourcemanager.projects.get",
-            "resourcemanager.projects.list",
-            "storage.folders.create",
-            "storage.folders.delete",
-            "storage.folders.get",
-            "storage.folders.list",
-            "storage.folders.rename",
-            "storage.managedFolders.create",
-            "storage.managedFolders.delete",
-            "storage.managedFolders.get",
-            "storage.managedFolders.list",
-            "storage.multipartUploads.abort",
-            "storage.multipartUploads.create",
-            "storage.multipartUploads.list",
-            "storage.multipartUploads.listParts",
-            "storage.objects.create",
-            "storage.objects.delete",
-            "storage.objects.get",
-            "storage.objects.list",
-            "storage.objects.move",
-            "storage.objects.restore",
-            "storage.objects.update",
-        }
-    ),
-    "roles/storage.objectViewer": frozenset(
-        {
-            "resourcemanager.projects.get",
-            "resourcemanager.projects.list",
-            "storage.folders.get",
-            "storage.folders.list",
-            "storage.managedFolders.get",
-            "storage.managedFolders.list",
-            "storage.objects.get",
-            "storage.objects.list",
-        }
-    ),
-    # Creates only: it cannot read, and cannot overwrite (that needs storage.objects.delete).
-    "roles/storage.objectCreator": frozenset(
-        {
-            "orgpolicy.policy.get",
-            "resourcemanager.projects.get",
-            "resourcemanager.projects.list",
-            "storage.folders.create",
-            "storage.managedFolders.create",
-            "storage.multipartUploads.abort",
-            "storage.multipartUploads.create",
-            "storage.multipartUploads.listParts",
-            "storage.objects.create",
-            "storage.objects.createContext",
-        }
-    ),
-    "roles/run.invoker": frozenset({"run.jobs.run", "run.routes.invoke"}),
-    "roles/secretmanager.secretAccessor": frozenset(
-        {
-            "resourcemanager.projects.get",
-            "resourcemanager.projects.list",
-            "secretmanager.versions.access",
-        }
-    ),
-    "roles/iam.serviceAccountUser": frozenset(
-        {
-            "iam.serviceAccounts.actAs",
-            "iam.serviceAccounts.get",
-            "iam.serviceAccounts.list",
-            "resourcemanager.projects.get",
-            "resourcemanager.projects.list",
-        }
-    ),
-}
-
 # --- methods -------------------------------------------------------------------------------
 
 _PUBSUB = "google.pubsub.v1"
+_RUN = "google.cloud.run.v2"
+# A RunJob request that carries overrides (task count, env, timeout) is its own method here:
+# it needs one more permission (run.jobs.runWithOverrides, checked on the job).
+RUN_WITH_OVERRIDES = f"{_RUN}.Jobs/RunJob?overrides"
 
 # Method -> permissions it needs on the resource it names.
 METHOD_PERMISSIONS: Mapping[str, frozenset[str]] = {
@@ -162,10 +69,30 @@ METHOD_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "storage.buckets.get": frozenset({"storage.buckets.get"}),
     # Chunks of a resumable upload: the permission was checked when the upload started.
     "storage.objects.insert(resumable chunk)": frozenset(),
-    # Cloud Run Admin API, Jobs.RunJob without overrides (the scheduler's POST .../jobs/X:run).
-    "run.jobs.run": frozenset({"run.jobs.run"}),
+    # Cloud Run Admin API: RunJob without overrides (the scheduler's POST .../jobs/X:run) and
+    # with them (the dispatcher's), on the job; ListExecutions on the job named as the parent.
+    f"{_RUN}.Jobs/RunJob": frozenset({"run.jobs.run"}),
+    RUN_WITH_OVERRIDES: frozenset({"run.jobs.run", "run.jobs.runWithOverrides"}),
+    f"{_RUN}.Executions/ListExecutions": frozenset({"run.executions.list"}),
+    f"{_RUN}.Executions/GetExecution": frozenset({"run.executions.get"}),
+    # An HTTP request to a Cloud Run service with an identity token (Cloud Scheduler's).
+    "run.routes.invoke": frozenset({"run.routes.invoke"}),
+    # Cloud Monitoring's projects.timeSeries.list: the resource is the project.
+    "google.monitoring.v3.MetricService/ListTimeSeries": frozenset({"monitoring.timeSeries.list"}),
     # Cloud Run resolves a `secret_key_ref` env var as the revision's service account.
     "secretmanager.versions.access": frozenset({"secretmanager.versions.access"}),
+}
+
+
+# Resources named by more than one env var, or by none.
+EVERY_QUEUE_TOPIC = "TOPIC_NAME[queue]"  # TOPIC_NAME, and <TOPIC_NAME>-<queue> for each other
+EVERY_QUEUE_SUBSCRIPTION = "SUBSCRIPTION_NAME[queue]"  # likewise from SUBSCRIPTION_NAME
+EVERY_QUEUE_JOB = "QUEUES[queue].job"  # the job QUEUES names for each queue, in RUN_REGION
+PROJECT = "GOOGLE_CLOUD_PROJECT"  # the project itself (Cloud Monitoring)
+# What each of them contains that is also named on its own.
+CONTAINS: Mapping[str, frozenset[str]] = {
+    EVERY_QUEUE_TOPIC: frozenset({"TOPIC_NAME"}),
+    EVERY_QUEUE_SUBSCRIPTION: frozenset({"SUBSCRIPTION_NAME"}),
 }
 
 
@@ -178,6 +105,14 @@ class Call:
 
     def __str__(self) -> str:
         return f"{self.method} on {self.resource}"
+
+    def listed_in(self, calls: frozenset[Call] | set[Call]) -> bool:
+        """Whether calls has this call, itself or on a set of resources holding its resource."""
+        return self in calls or any(
+            Call(self.method, every) in calls
+            for every, members in CONTAINS.items()
+            if self.resource in members
+        )
 
 
 def _calls(*methods: str, on: str) -> set[Call]:
@@ -202,8 +137,8 @@ _OBJECTS = (
 # service ("api") and job ("worker") whose service account runs the code.
 CALLS: Mapping[str, frozenset[Call]] = {
     "api": frozenset(
-        # Submissions, and the admin's replays.
-        _calls(f"{_PUBSUB}.Publisher/Publish", on="TOPIC_NAME")
+        # Submissions, to their type's queue, and the admin's replays, each to its own queue.
+        _calls(f"{_PUBSUB}.Publisher/Publish", on=EVERY_QUEUE_TOPIC)
         # GET /ready.
         | _calls(f"{_PUBSUB}.Publisher/GetTopic", on="TOPIC_NAME")
         # The admin's DLQ browse, replay and purge.
@@ -213,13 +148,25 @@ CALLS: Mapping[str, frozenset[Call]] = {
         | _calls(f"{_PUBSUB}.Subscriber/GetSubscription", on="DLQ_SUBSCRIPTION_NAME")
         # Uploads, status records, idempotency records, DLQ archives and audit records.
         | _calls(*_OBJECTS, on="BUCKET_NAME")
+        # The dispatcher: starts executions of a queue's job with overrides, lists (and reads)
+        # the executions to see what runs...
+        | _calls(
+            RUN_WITH_OVERRIDES,
+            f"{_RUN}.Executions/ListExecutions",
+            f"{_RUN}.Executions/GetExecution",
+            on=EVERY_QUEUE_JOB,
+        )
+        # ...and reads each queue's backlog (num_undelivered_messages) from Cloud Monitoring.
+        | _calls("google.monitoring.v3.MetricService/ListTimeSeries", on=PROJECT)
     ),
+    # One account runs every queue's job: what one queue's worker calls on its own queue,
+    # the account calls on every queue.
     "worker": frozenset(
-        _calls(*_CONSUME, on="SUBSCRIPTION_NAME")
+        _calls(*_CONSUME, on=EVERY_QUEUE_SUBSCRIPTION)
         # Dead letters with their reason.
         | _calls(f"{_PUBSUB}.Publisher/Publish", on="DLQ_TOPIC_NAME")
-        # A task whose delivery count nears the limit goes back as a fresh message.
-        | _calls(f"{_PUBSUB}.Publisher/Publish", on="TOPIC_NAME")
+        # A task whose delivery count nears the limit goes back to its queue as a fresh message.
+        | _calls(f"{_PUBSUB}.Publisher/Publish", on=EVERY_QUEUE_TOPIC)
         # Inputs, outputs (create-only) and status records.
         | _calls(*_OBJECTS, on="BUCKET_NAME")
     ),
@@ -250,15 +197,74 @@ PUBSUB_RESOURCE_ENV = {
 BUCKET_ENV = "BUCKET_NAME"
 
 
+def queue_table(env: Mapping[str, str]) -> dict[str, dict]:
+    """QUEUES (queue name -> {"job": ..., ...}) as the environment carries it, JSON."""
+    try:
+        return json.loads(env.get("QUEUES") or "{}")
+    except json.JSONDecodeError as exc:
+        raise AssertionError(
+            f"QUEUES is not JSON in Settings.as_environ(): {env.get('QUEUES')!r}"
+        ) from exc
+
+
+def queue_names(env: Mapping[str, str]) -> set[str]:
+    """The queues these settings know: QUEUES' keys (the API), QUEUE (a worker), "default"."""
+    return {"default", *queue_table(env), *filter(None, [env.get("QUEUE")])}
+
+
 def resource_names(settings: Settings) -> dict[str, str]:
-    """Full resource name (or bucket name) -> the env var that names it, for these settings."""
+    """Full resource name (or bucket name) -> what the contract calls it, for these settings.
+
+    Each queue's topic and subscription other than the default's is "<TOPIC_NAME>-<queue>"
+    and "<SUBSCRIPTION_NAME>-<queue>"; a job is the one QUEUES names, in RUN_REGION.
+    """
     env = settings.as_environ()
-    names = {
-        f"projects/{settings.project_id}/{kind}/{env[var]}": var
-        for var, kind in PUBSUB_RESOURCE_ENV.items()
-    }
+    project = f"projects/{settings.project_id}"
+    names = {f"{project}/{kind}/{env[var]}": var for var, kind in PUBSUB_RESOURCE_ENV.items()}
+    for queue in queue_names(env) - {"default"}:
+        names[f"{project}/topics/{env['TOPIC_NAME']}-{queue}"] = EVERY_QUEUE_TOPIC
+        names[f"{project}/subscriptions/{env['SUBSCRIPTION_NAME']}-{queue}"] = (
+            EVERY_QUEUE_SUBSCRIPTION
+        )
+    for entry in queue_table(env).values():
+        names[f"{project}/locations/{env.get('RUN_REGION')}/jobs/{entry['job']}"] = EVERY_QUEUE_JOB
+    names[project] = PROJECT
     names[env[BUCKET_ENV]] = BUCKET_ENV
     return names
+
+
+# The client library whose request types decode a gRPC service's requests.
+_REQUEST_TYPES = {
+    f"{_PUBSUB}.": "google.pubsub_v1.types",
+    f"{_RUN}.": "google.cloud.run_v2.types",
+    "google.monitoring.v3.": "google.cloud.monitoring_v3.types",
+}
+
+
+def grpc_call(method: str, request: bytes) -> tuple[str, str]:
+    """(method as METHOD_PERMISSIONS names it, resource it names) of one gRPC request.
+
+    The resource is "?" when the request cannot be decoded (its library is not installed,
+    or the method is unknown). A RunJob with overrides is RUN_WITH_OVERRIDES.
+    """
+    service, _, name = method.rpartition("/")
+    module = next((m for prefix, m in _REQUEST_TYPES.items() if service.startswith(prefix)), None)
+    try:
+        request_type = (
+            getattr(importlib.import_module(module), name + "Request") if module else None
+        )
+    except ImportError:
+        request_type = None
+    if request_type is None:
+        return method, "?"
+    message = request_type.deserialize(request)
+    if method == f"{_RUN}.Jobs/RunJob" and type(message).pb(message).HasField("overrides"):
+        method = RUN_WITH_OVERRIDES
+    for field_name in ("subscription", "topic", "name", "parent"):
+        value = getattr(message, field_name, "")
+        if value:
+            return method, value
+    return method, "?"
 
 
 # (path prefix, HTTP method, path after the bucket with the object name as "*") -> method.

@@ -6,6 +6,7 @@ compose file with PyYAML, and the tests assert on the wiring they describe.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+from terraform_eval import OFFLINE, evaluate
 
 from taskcore.settings import Settings, env_var_names
 
@@ -27,10 +29,22 @@ PLATFORM_PROVIDED = {
     "worker": frozenset({"CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"}),
 }
 
+# Settings infra/ sets before shared/taskcore/settings.py declares them (the dispatcher and
+# the queues, issue 14): an env var named here is not "unknown" while no setting reads it.
+# Once one is declared it is checked like any other (scope, default); then delete it here.
+PENDING_SETTINGS = frozenset({"QUEUES", "RUN_REGION", "QUEUE", "DISPATCH_COOLDOWN_SECONDS"})
+
 _REF = re.compile(r"\b(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)")
+# A reference with the instance it picks: google_T.N, google_T.N["key"], google_T.N[each.key].
+_INSTANCE_REF = re.compile(r"\b(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)(?:\[([^\]]+)\])?")
 _VAR = re.compile(r"\bvar\.([A-Za-z0-9_]+)")
 _LOCAL = re.compile(r"\blocal\.([A-Za-z0-9_]+)")
 _EXPR = re.compile(r"^\$\{(.*)\}$", re.S)
+
+
+def declared_settings() -> set[str]:
+    """Every env var shared/taskcore/settings.py reads."""
+    return set(env_var_names())
 
 
 def setting_default(env_var: str) -> Any:
@@ -49,7 +63,12 @@ def required_cloud_env(scope: str) -> set[str]:
 def run_terraform(directory: Path, *args: str) -> str:
     """Run the terraform CLI in directory (a configuration needing no provider); its stdout."""
     run = subprocess.run(
-        ["terraform", *args], cwd=directory, capture_output=True, text=True, timeout=120
+        ["terraform", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **OFFLINE},
     )
     assert run.returncode == 0, f"terraform {' '.join(args)}:\n{run.stdout}{run.stderr}"
     return run.stdout
@@ -67,6 +86,20 @@ def expression(value: Any) -> str | None:
 def resource_refs(value: Any) -> set[tuple[str, str]]:
     """(type, name) of every google_* resource an expression (or a list/dict of them) names."""
     return {(t, n) for text in strings(value) for t, n in _REF.findall(text)}
+
+
+def only_ref(value, rtype: str) -> str:
+    """The name of the one `rtype` resource an expression refers to."""
+    names = {name for t, name in resource_refs(value) if t == rtype}
+    assert len(names) == 1, f"{value!r} should name exactly one {rtype}"
+    return names.pop()
+
+
+def member_of(body: dict) -> str:
+    """The one member an IAM member resource grants to."""
+    member = body.get("member")
+    assert isinstance(member, str), f"IAM member resource without a single member: {body}"
+    return member
 
 
 def var_refs(value: Any) -> set[str]:
@@ -107,6 +140,10 @@ class Terraform:
     locals: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, dict] = field(default_factory=dict)
+    # (from, to) of every moved block, as written: "google_T.N", 'google_T.N["key"]'.
+    moved: list[tuple[str, str]] = field(default_factory=list)
+    # local name -> the file that declares it.
+    local_files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path) -> Terraform:
@@ -130,10 +167,13 @@ class Terraform:
                 tf.variables.update(item)
             for item in parsed.get("locals", []):
                 tf.locals.update(item)
+                tf.local_files.update(dict.fromkeys(item, path.name))
             for item in parsed.get("output", []):
                 tf.outputs.update(item)
             for item in parsed.get("check", []):
                 tf.checks.update(item)
+            for item in parsed.get("moved", []):
+                tf.moved.append((expression(item["from"]), expression(item["to"])))
         return tf
 
     def of_type(self, rtype: str) -> dict[str, dict]:
@@ -157,11 +197,29 @@ class Terraform:
         assert isinstance(value, dict), f"{expr} is not a map literal (default) the tests can read"
         return value
 
-    def interpolate(self, text: str) -> str:
-        """text with ${var.X}, ${local.X} and ${google_T.N.name} replaced by their values.
+    def local_value(self, name: str) -> Any:
+        """A local's value: Terraform's evaluation for infra/queues.tf, else the literal."""
+        if self.local_files.get(name) == "queues.tf":
+            return evaluate()[name]
+        return self.locals[name]
 
-        Variables take their defaults; a resource's name is its `name` argument, itself
-        interpolated. Any other expression is an error: the tests only follow these.
+    def instance_keys(self, body: dict) -> list[str | None]:
+        """The each.key values of a resource: the queues for a per-queue one, else [None]."""
+        for_each = expression(body.get("for_each"))
+        if for_each is None:
+            return [None]
+        assert for_each == "local.queues", (
+            f"the tests only follow for_each = local.queues: {for_each}"
+        )
+        return sorted(self.local_value("queues"))
+
+    def interpolate(self, text: str, each_key: str | None = None) -> str:
+        """text with ${var.X}, ${local.X}, ${each.*} and ${google_T.N[...].name} replaced.
+
+        Variables take their defaults; locals of infra/queues.tf are Terraform's evaluation;
+        each.key is each_key and each.value.F field F of that queue (a per-queue resource);
+        a resource's name is its `name` argument, itself interpolated (for the instance an
+        index names). Any other expression is an error: the tests only follow these.
         """
 
         def value(match: re.Match) -> str:
@@ -169,13 +227,23 @@ class Terraform:
             if found := re.fullmatch(r"var\.([A-Za-z0-9_]+)", expr):
                 return str(self.default(found.group(1)))
             if found := re.fullmatch(r"local\.([A-Za-z0-9_]+)", expr):
-                return self.interpolate(str(self.locals[found.group(1)]))
-            if found := re.fullmatch(r"(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)\.name", expr):
+                name = found.group(1)
+                if self.local_files.get(name) == "queues.tf":
+                    return str(self.local_value(name))
+                return self.interpolate(str(self.locals[name]), each_key)
+            if expr == "each.key" and each_key is not None:
+                return each_key
+            if (found := re.fullmatch(r"each\.value\.([A-Za-z0-9_]+)", expr)) and each_key:
+                return str(self.local_value("queues")[each_key][found.group(1)])
+            pattern = r'(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)(?:\[(each\.key|"[^"]*")\])?\.name'
+            if found := re.fullmatch(pattern, expr):
                 body = self.resources[(found.group(1), found.group(2))]
-                return self.interpolate(str(body["name"]))
+                index = found.group(3)
+                key = each_key if index == "each.key" else index.strip('"') if index else None
+                return self.interpolate(str(body["name"]), key)
             raise AssertionError(f"cannot interpolate ${{{expr}}} in {text!r}")
 
-        return re.sub(r"\$\{([^}]*)\}", value, text)
+        return re.sub(r"\$\{((?:[^{}]|\{[^{}]*\})*)\}", value, text)
 
     def container_env(self, container: dict) -> dict[str, tuple[str, Any]]:
         """Env of a Cloud Run container: name -> ("plain", value) or ("secret", secret_key_ref).
@@ -232,38 +300,73 @@ def runtime_account(tf: Terraform, component: str) -> str:
     return account
 
 
-def grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
-    """Service account -> {(role, "type.name" of the resource granted on)}.
+def instance_addresses(tf: Terraform, value: Any, owner: dict | None = None) -> set[str]:
+    """The google_* resource instances an expression names, as addresses.
 
-    Grants looped over a variable's map (secrets) name the variable instead: "var.NAME".
+    "google_T.N": a single resource, or every instance of a for_each one;
+    'google_T.N["k"]': one instance; "google_T.N[local.X]": the instances a resource with
+    for_each = local.X (the owner) picks with [each.key] when local.X is not the target's own
+    for_each (a subset, such as the queues that have a schedule).
     """
-    targets = {
-        "google_pubsub_topic_iam_member": "topic",
-        "google_pubsub_subscription_iam_member": "subscription",
-        "google_storage_bucket_iam_member": "bucket",
-        "google_cloud_run_v2_job_iam_member": "name",
-        "google_cloud_run_v2_service_iam_member": "name",
-        "google_secret_manager_secret_iam_member": "secret_id",
-    }
+    owner_each = expression(owner.get("for_each")) if owner else None
+    addresses = set()
+    for text in strings(value):
+        for rtype, name, index in _INSTANCE_REF.findall(text):
+            base = f"{rtype}.{name}"
+            index = index.strip()
+            if index == "each.key" and (rtype, name) in tf.resources:
+                target_each = expression(tf.resources[(rtype, name)].get("for_each"))
+                addresses.add(base if owner_each == target_each else f"{base}[{owner_each}]")
+            else:
+                addresses.add(f"{base}[{index}]" if index else base)
+    return addresses
+
+
+def covers(granted_on: str, needed_on: str) -> bool:
+    """A grant on every instance of a resource covers a need on any of its instances."""
+    return granted_on == needed_on or needed_on.startswith(granted_on + "[")
+
+
+# The grant resource types, and the argument naming what each grants on.
+GRANT_TARGETS = {
+    "google_pubsub_topic_iam_member": "topic",
+    "google_pubsub_subscription_iam_member": "subscription",
+    "google_storage_bucket_iam_member": "bucket",
+    "google_cloud_run_v2_job_iam_member": "name",
+    "google_cloud_run_v2_service_iam_member": "name",
+    "google_secret_manager_secret_iam_member": "secret_id",
+    "google_project_iam_member": "project",
+}
+
+
+def grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
+    """Service account -> {(role, address of what it is granted on)}.
+
+    Addresses are those of instance_addresses; a grant on the project is "project", and
+    grants looped over a variable's map (secrets) name the variable: "var.NAME".
+    """
     grants: dict[str, set[tuple[str, str]]] = {}
     for (rtype, _), body in tf.resources.items():
-        if rtype not in targets:
+        if rtype not in GRANT_TARGETS:
             continue
         accounts = {
             n for t, n in resource_refs(body.get("member")) if t == "google_service_account"
         }
         if not accounts:
             continue
-        target = body[targets[rtype]]
-        if expression(target) == "each.value" and isinstance(body.get("for_each"), dict):
-            refs = resource_refs(body["for_each"])
+        target = body[GRANT_TARGETS[rtype]]
+        if rtype == "google_project_iam_member":
+            assert var_refs(target) == {"project_id"}, f"a grant on another project: {target}"
+            addresses = {"project"}
+        elif expression(target) == "each.value" and isinstance(body.get("for_each"), dict):
+            addresses = instance_addresses(tf, body["for_each"])
         elif expression(target) == "each.value":
-            refs = {("var", v) for v in var_refs(body.get("for_each"))}
+            addresses = {f"var.{v}" for v in var_refs(body.get("for_each"))}
         else:
-            refs = resource_refs(target)
+            addresses = instance_addresses(tf, target, owner=body)
         for account in accounts:
-            for ref_type, ref_name in refs:
-                grants.setdefault(account, set()).add((body["role"], f"{ref_type}.{ref_name}"))
+            for address in addresses:
+                grants.setdefault(account, set()).add((body["role"], address))
     return grants
 
 

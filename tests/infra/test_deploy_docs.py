@@ -29,6 +29,8 @@ from doc_commands import (
 from infra_contract import (
     INFRA,
     Terraform,
+    declared_settings,
+    expression,
     resource_refs,
     run_terraform,
     runtime_container,
@@ -61,7 +63,9 @@ def rendered_next_steps(tmp_path: Path, api_secret_env: str | None = None) -> st
     """
     outputs = (INFRA / "outputs.tf").read_text()
     body = outputs[outputs.index("locals {") :]
-    body = re.sub(r"\bgoogle_[a-z0-9_]+\.[A-Za-z0-9_]+\.(uri|name)\b", r'"STUB-\1"', body)
+    body = re.sub(
+        r'\bgoogle_[a-z0-9_]+\.[A-Za-z0-9_]+(?:\["[^"]*"\])?\.(uri|name)\b', r'"STUB-\1"', body
+    )
     (tmp_path / "variables.tf").write_text((INFRA / "variables.tf").read_text())
     (tmp_path / "next_steps.tf").write_text(body)
     args = ["-var", "project_id=my-project"]
@@ -192,25 +196,34 @@ def test_scheduled_task_examples_are_tasks_the_worker_parses(builtin_registry):
 # --- defaults ------------------------------------------------------------------------------
 
 
-def wired_defaults(tf: Terraform) -> dict[str, object]:
-    """Env var -> the Terraform default Cloud Run passes for it, for every one set from a variable.
+def terraform_default(tf: Terraform, value: object) -> object:
+    """The Terraform default behind one env value, or None where it is derived.
 
-    A value is `var.X` (maybe through tostring or join), or a resource's name that is `var.X`.
+    A value is `var.X` (maybe through tostring or join), a resource's name that is `var.X`,
+    or a field of the queue whose job it is: `each.key` (its name) or `each.value.F`, taken
+    for the default queue as Terraform resolves it (infra/queues.tf).
     """
+    variables = var_refs(value)
+    if not variables and len(refs := resource_refs(value)) == 1:
+        value = tf.resources[refs.pop()].get("name")
+        variables = var_refs(value)
+    if len(variables) == 1:
+        return tf.default(variables.pop())
+    field = re.fullmatch(r"(?:tostring\()?each\.(key|value\.\w+)\)?", expression(value) or "")
+    if field and field.group(1) == "key":
+        return "default"
+    if field:
+        return tf.local_value("queues")["default"][field.group(1).removeprefix("value.")]
+    return None
+
+
+def wired_defaults(tf: Terraform) -> dict[str, object]:
+    """Env var -> the Terraform default Cloud Run passes for it (None: derived, see above)."""
     wired = {}
     for component in ("api", "worker"):
         for name, (kind, value) in tf.container_env(runtime_container(tf, component)).items():
-            if kind != "plain":
-                continue
-            variables = var_refs(value)
-            if not variables:
-                refs = resource_refs(value)
-                if len(refs) == 1:
-                    variables = var_refs(tf.resources[refs.pop()].get("name"))
-            if len(variables) == 1:
-                wired[name] = tf.default(variables.pop())
-            else:
-                wired[name] = None
+            if kind == "plain":
+                wired[name] = terraform_default(tf, value)
     return wired
 
 
@@ -234,14 +247,17 @@ DIFFERENT_ON_PURPOSE = {
 
 def test_terraform_defaults_equal_the_settings_defaults(tf: Terraform):
     wired = wired_defaults(tf)
-    # The project has no default, and the bucket's default name is derived from it; a job's
-    # QUEUE is the queue that job drains.
+    # The project has no default, the bucket's default name is derived from it, a job's QUEUE
+    # is the queue that job drains, and QUEUES comes from var.queues (tests/infra/test_queues.py
+    # holds it to them).
     derived = {name for name, default in wired.items() if default is None}
-    assert derived == {"GOOGLE_CLOUD_PROJECT", "BUCKET_NAME", "QUEUE"}, derived
+    assert derived == {"GOOGLE_CLOUD_PROJECT", "BUCKET_NAME", "QUEUE", "QUEUES"}, derived
     differ = {
         name: (default, setting_default(name))
         for name, default in wired.items()
-        if name not in derived and not same(default, setting_default(name))
+        if name not in derived
+        and name in declared_settings()  # PENDING_SETTINGS are compared once declared
+        and not same(default, setting_default(name))
     }
     assert differ == DIFFERENT_ON_PURPOSE, (
         f"Terraform default vs taskcore.settings default: {differ}"

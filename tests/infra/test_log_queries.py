@@ -68,9 +68,10 @@ def test_metric_filter_selects_exactly_its_events_in_the_worker_logs(tf: Terrafo
     query = parse_query(tf.interpolate(metric(tf, name)["filter"]))
     assert event_values(query) == set(METRIC_EVENTS[name])
     top = query.operands if query.op == "AND" else (query,)
-    job = tf.default("worker_job_name")
+    jobs = tuple(queue["job_name"] for queue in tf.local_value("queues").values())
     assert Comparison("resource.type", "=", ("cloud_run_job",)) in top
-    assert Comparison("resource.labels.job_name", "=", (job,)) in top
+    # Every queue's worker job, and only those.
+    assert Comparison("resource.labels.job_name", "=", jobs) in top
 
 
 @pytest.mark.parametrize("name", sorted(METRIC_EVENTS))
@@ -107,11 +108,14 @@ def test_failure_alert_counts_the_failure_metric(tf: Terraform):
     watched = {}
     for name, policy in tf.of_type("google_monitoring_alert_policy").items():
         for condition in policy["conditions"]:
-            text = tf.interpolate(condition["condition_threshold"][0]["filter"])
-            query = parse_query(text)
-            for c in query.operands if query.op == "AND" else (query,):
-                if c.field == "metric.type" and c.values[0].startswith("logging.googleapis.com/"):
-                    watched[name] = c.values[0].removeprefix("logging.googleapis.com/user/")
+            for key in tf.instance_keys(policy):
+                text = tf.interpolate(condition["condition_threshold"][0]["filter"], key)
+                query = parse_query(text)
+                for c in query.operands if query.op == "AND" else (query,):
+                    if c.field == "metric.type" and c.values[0].startswith(
+                        "logging.googleapis.com/"
+                    ):
+                        watched[name] = c.values[0].removeprefix("logging.googleapis.com/user/")
     metric_names = {m["name"]: n for n, m in tf.of_type("google_logging_metric").items()}
     for policy, metric_name in watched.items():
         assert metric_name in metric_names, f"{policy} watches {metric_name}, which is no metric"

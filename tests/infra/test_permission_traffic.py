@@ -5,6 +5,14 @@ the Cloud Run job runs it) each talk to the emulators through their own recordin
 while they do everything their routes and outcomes involve. Every request they make must be
 a call iam_contract.CALLS lists for them, which test_permissions.py checks infra/iam.tf
 grants: a new call fails here until it is listed, and then there until it is granted.
+
+The dispatcher's calls (RunJob with overrides, ListExecutions and GetExecution on each
+queue's job, Cloud Monitoring's ListTimeSeries on the project) are in the contract already
+and checked against infra/iam.tf statically; they reach this test once the API's Cloud Run
+client is pointed at a recorder in front of the local Jobs stand-in (the recorder forwards
+any gRPC service: iam_contract.grpc_call decodes run_v2 requests, and records a RunJob that
+carries overrides as RUN_WITH_OVERRIDES). Monitoring has no local stand-in: its call stays a
+listed, statically checked call until one exists.
 """
 
 from __future__ import annotations
@@ -79,7 +87,9 @@ def assert_within_contract(component: str, observed: set[Call]) -> None:
     assert not missed, f"the {component} scenario never reached the recorders with {missed}"
     gaps = KNOWN_GAPS.get(component, {})
     tolerated = {c for c in observed if c.method in TOLERATED_DENIALS}
-    unlisted = sorted(observed - CALLS[component] - set(gaps) - tolerated)
+    unlisted = sorted(
+        c for c in observed - set(gaps) - tolerated if not c.listed_in(CALLS[component])
+    )
     assert not unlisted, (
         f"the {component} makes calls iam_contract.CALLS[{component!r}] does not list (and "
         "so infra/iam.tf is not checked to grant):\n  " + "\n  ".join(map(str, unlisted))

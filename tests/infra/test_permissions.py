@@ -11,25 +11,59 @@ the code's real traffic.
 from __future__ import annotations
 
 import pytest
-from iam_contract import CALLS, METHOD_PERMISSIONS, ROLE_PERMISSIONS, Call
+from iam_contract import (
+    CALLS,
+    EVERY_QUEUE_JOB,
+    EVERY_QUEUE_SUBSCRIPTION,
+    EVERY_QUEUE_TOPIC,
+    METHOD_PERMISSIONS,
+    PROJECT,
+    Call,
+)
+from iam_roles import ROLE_PERMISSIONS
 from infra_contract import (
     Terraform,
     block,
+    covers,
     expression,
     grants_by_account,
+    instance_addresses,
     resource_refs,
     runtime_account,
     runtime_container,
 )
 
+# Contract resources naming every queue's: the env var naming the default queue's, whose
+# resource is then taken with all its instances.
+EVERY_QUEUE = {EVERY_QUEUE_TOPIC: "TOPIC_NAME", EVERY_QUEUE_SUBSCRIPTION: "SUBSCRIPTION_NAME"}
 
-def resource_address(tf: Terraform, component: str, env_var: str) -> str:
-    """The Terraform resource an env var of the component's container names."""
+
+def queue_jobs(tf: Terraform) -> str:
+    """Address of every queue's job: the job resource, one instance per queue."""
+    name, job = tf.one("google_cloud_run_v2_job")
+    assert expression(job["for_each"]) == "local.queues", "one job per queue"
+    return f"google_cloud_run_v2_job.{name}"
+
+
+def resource_address(tf: Terraform, component: str, resource: str) -> str:
+    """The Terraform address of a contract resource, from the component's container env."""
+    if resource == PROJECT:
+        return "project"
+    if resource == EVERY_QUEUE_JOB:
+        return queue_jobs(tf)
+    env_var = EVERY_QUEUE.get(resource, resource)
     kind, value = tf.container_env(runtime_container(tf, component))[env_var]
-    refs = resource_refs(value)
-    assert kind == "plain" and len(refs) == 1, f"{env_var} does not name one resource: {value}"
-    rtype, name = refs.pop()
-    return f"{rtype}.{name}"
+    addresses = instance_addresses(tf, value)
+    assert kind == "plain" and len(addresses) == 1, f"{env_var} does not name one resource: {value}"
+    address = addresses.pop()
+    if resource in EVERY_QUEUE:
+        base = address.partition("[")[0]
+        rtype, name = base.split(".")
+        assert expression(tf.resources[(rtype, name)].get("for_each")) == "local.queues", (
+            f"{base} is not one per queue"
+        )
+        return base
+    return address
 
 
 def secret_reads(tf: Terraform, component: str) -> set[Call]:
@@ -43,17 +77,28 @@ def secret_reads(tf: Terraform, component: str) -> set[Call]:
 
 
 def scheduler_calls(tf: Terraform) -> dict[str, set[Call]]:
-    """Account -> the job runs it makes, from each scheduler job's http_target."""
+    """Account -> what its Cloud Scheduler jobs call, from each job's http_target.
+
+    An OAuth token calls a Google API: the Cloud Run Admin API's jobs.run on a job. An OIDC
+    token calls a Cloud Run service's URL: a request to the API.
+    """
     calls: dict[str, set[Call]] = {}
     for sched in tf.of_type("google_cloud_scheduler_job").values():
         if "http_target" not in sched:
             continue
         target = block(sched, "http_target")
-        assert target["uri"].endswith(":run"), target["uri"]
-        (job,) = {n for t, n in resource_refs(target["uri"]) if t == "google_cloud_run_v2_job"}
-        email = block(target, "oauth_token")["service_account_email"]
+        if "oauth_token" in target:
+            assert target["uri"].endswith(":run"), target["uri"]
+            (job,) = instance_addresses(tf, target["uri"], owner=sched)
+            call = Call("google.cloud.run.v2.Jobs/RunJob", job)
+            email = block(target, "oauth_token")["service_account_email"]
+        else:
+            (service,) = instance_addresses(tf, target["uri"])
+            assert service.startswith("google_cloud_run_v2_service."), target["uri"]
+            call = Call("run.routes.invoke", service)
+            email = block(target, "oidc_token")["service_account_email"]
         (account,) = {n for t, n in resource_refs(email) if t == "google_service_account"}
-        calls.setdefault(account, set()).add(Call("run.jobs.run", f"google_cloud_run_v2_job.{job}"))
+        calls.setdefault(account, set()).add(call)
     return calls
 
 
@@ -88,11 +133,16 @@ def granted(tf: Terraform) -> dict[str, dict[str, set[str]]]:
     for account, grants in grants_by_account(tf).items():
         for role, address in grants:
             assert role in ROLE_PERMISSIONS, (
-                f"{role} is granted but iam_contract.ROLE_PERMISSIONS does not list its "
+                f"{role} is granted but iam_roles.ROLE_PERMISSIONS does not list its "
                 "permissions: add them from Google's reference"
             )
             out.setdefault(account, {}).setdefault(address, set()).update(ROLE_PERMISSIONS[role])
     return out
+
+
+def granted_at(grants: dict[str, set[str]], address: str) -> set[str]:
+    """What grants on this address, or on every instance of its resource, allow there."""
+    return {p for on, permissions in grants.items() if covers(on, address) for p in permissions}
 
 
 def missing_permissions(needs, grants) -> list[str]:
@@ -101,7 +151,7 @@ def missing_permissions(needs, grants) -> list[str]:
         f"{account}: {permission} on {address}"
         for account, by_resource in sorted(needs.items())
         for address, permissions in sorted(by_resource.items())
-        for permission in sorted(permissions - grants.get(account, {}).get(address, set()))
+        for permission in sorted(permissions - granted_at(grants.get(account, {}), address))
     ]
 
 
@@ -121,13 +171,19 @@ def test_every_call_is_covered_by_a_role_granted_on_its_resource(tf: Terraform, 
     assert not missing, "infra/iam.tf does not grant:\n  " + "\n  ".join(missing)
 
 
+def needed_at(needs: dict[str, set[str]], address: str) -> set[str]:
+    """What calls need on this address, or on every instance of its resource (the address is
+    one of them); a grant on every instance is not used by a call on some of them."""
+    return {p for on, permissions in needs.items() if covers(on, address) for p in permissions}
+
+
 def test_no_account_holds_a_role_none_of_its_calls_needs(tf: Terraform):
     needs = needs_by_account(tf)
     unused = [
         f"{account}: {role} on {address}"
         for account, grants in sorted(grants_by_account(tf).items())
         for role, address in sorted(grants)
-        if not ROLE_PERMISSIONS[role] & needs.get(account, {}).get(address, set())
+        if not ROLE_PERMISSIONS[role] & needed_at(needs.get(account, {}), address)
     ]
     assert not unused, "grants no call needs (least privilege):\n  " + "\n  ".join(unused)
 

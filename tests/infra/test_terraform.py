@@ -13,11 +13,14 @@ import subprocess
 import pytest
 from infra_contract import (
     INFRA,
+    PENDING_SETTINGS,
     PLATFORM_PROVIDED,
     Terraform,
     block,
     expression,
     local_refs,
+    member_of,
+    only_ref,
     required_cloud_env,
     resource_refs,
     run_terraform,
@@ -63,19 +66,6 @@ def dead_letter_source(tf: Terraform) -> tuple[str, dict]:
         f"expected one subscription with a dead_letter_policy, found {sorted(found)}"
     )
     return next(iter(found.items()))
-
-
-def only_ref(value, rtype: str) -> str:
-    """The name of the one `rtype` resource an expression refers to."""
-    names = {name for t, name in resource_refs(value) if t == rtype}
-    assert len(names) == 1, f"{value!r} should name exactly one {rtype}"
-    return names.pop()
-
-
-def member_of(body: dict) -> str:
-    member = body.get("member")
-    assert isinstance(member, str), f"IAM member resource without a single member: {body}"
-    return member
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -201,43 +191,6 @@ def test_pubsub_service_agent_can_dead_letter(tf: Terraform):
     )
 
 
-# --- the scheduler -----------------------------------------------------------------------------
-
-
-def test_scheduler_runs_the_worker_job_with_an_oauth_token(tf: Terraform):
-    job_name, _ = tf.one("google_cloud_run_v2_job")
-    runners = {}
-    for name, sched in tf.of_type("google_cloud_scheduler_job").items():
-        if "http_target" in sched:
-            runners[name] = block(sched, "http_target")
-    assert len(runners) == 1, (
-        f"expected one scheduler job with an http_target, found {sorted(runners)}"
-    )
-    ((name, target),) = runners.items()
-    uri = target["uri"]
-    assert re.fullmatch(
-        r"https://run\.googleapis\.com/v2/projects/.+/locations/.+/jobs/.+:run", uri
-    ), uri
-    assert only_ref(uri, "google_cloud_run_v2_job") == job_name
-    assert target["http_method"] == "POST"
-    # A Google API takes an OAuth access token; an OIDC token is for Cloud Run services.
-    assert "oidc_token" not in target
-    token = block(target, "oauth_token")
-    caller = only_ref(token["service_account_email"], "google_service_account")
-    assert var_refs(tf.resources[("google_cloud_scheduler_job", name)]["schedule"]) == {
-        "worker_schedule"
-    }
-
-    grants = [
-        grant
-        for grant in tf.of_type("google_cloud_run_v2_job_iam_member").values()
-        if only_ref(grant["name"], "google_cloud_run_v2_job") == job_name
-        and grant["role"] in ("roles/run.invoker", "roles/run.jobsExecutor")
-        and only_ref(member_of(grant), "google_service_account") == caller
-    ]
-    assert grants, f"google_service_account.{caller} needs run.invoker on the job it runs"
-
-
 # --- security ----------------------------------------------------------------------------------
 
 
@@ -258,15 +211,21 @@ def test_no_public_invoker_by_default(tf: Terraform):
         assert warned, f"a check block should warn when var.{variable} is true"
 
 
+# The grants that cannot be on anything smaller than the project, each with why.
+PROJECT_GRANTS = {
+    # Cloud Monitoring's time-series reads name the project (its metrics scope), and its
+    # roles can be granted on nothing below a project; the dispatcher reads backlogs there.
+    "api_reads_backlog": "roles/monitoring.viewer",
+}
+
+
 def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
-    for rtype in (
-        "google_project_iam_member",
-        "google_project_iam_binding",
-        "google_project_iam_policy",
-    ):
-        assert not tf.of_type(rtype), (
-            f"{rtype}: grant on the topic, subscription, bucket or job instead"
-        )
+    for rtype in ("google_project_iam_binding", "google_project_iam_policy"):
+        assert not tf.of_type(rtype), f"{rtype} replaces others' grants: use _member"
+    project_grants = {n: g["role"] for n, g in tf.of_type("google_project_iam_member").items()}
+    assert project_grants == PROJECT_GRANTS, (
+        "grant on the topic, subscription, bucket or job instead of the project"
+    )
     broad = {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/pubsub.editor",
              "roles/storage.admin", "roles/run.admin", "roles/iam.serviceAccountUser"}  # fmt: skip
     for (rtype, name), body in tf.resources.items():
@@ -321,11 +280,20 @@ def test_cloud_run_sets_every_env_var_the_code_reads(tf: Terraform, scope, conta
     )
     reserved = PLATFORM_PROVIDED[scope] & set(env)
     assert not reserved, f"Cloud Run sets {sorted(reserved)} itself and rejects them in env"
-    unknown = set(env) - set(env_var_names())
+    unknown = set(env) - set(env_var_names()) - PENDING_SETTINGS
     assert not unknown, f"{sorted(unknown)} are set but no setting reads them (a typo?)"
     for name, (kind, _) in env.items():
         if name.endswith("_KEYS"):
             assert kind == "secret", f"{name} is a secret: use value_source.secret_key_ref"
+
+
+def test_settings_set_ahead_of_the_code_are_set_here(tf: Terraform):
+    """PENDING_SETTINGS only excuses env vars Terraform sets: the dispatcher's (API) and QUEUE."""
+    api = set(tf.container_env(api_container(tf)))
+    worker = set(tf.container_env(worker_container(tf)))
+    assert not PENDING_SETTINGS - (api | worker), "a pending setting Terraform does not set"
+    assert {"QUEUES", "RUN_REGION", "DISPATCH_COOLDOWN_SECONDS"} <= api
+    assert "QUEUE" in worker
 
 
 def test_names_in_env_come_from_the_resources(tf: Terraform):
@@ -368,12 +336,35 @@ def test_worker_and_api_run_as_their_own_accounts(tf: Terraform):
     _, job = tf.one("google_cloud_run_v2_job")
     assert only_ref(block(service, "template")["service_account"], "google_service_account")
     assert only_ref(block(job, "template", "template")["service_account"], "google_service_account")
-    # Task count, parallelism, timeout and retries come from variables.
-    assert var_refs(block(job, "template")["task_count"]) == {"job_task_count"}
-    assert var_refs(block(job, "template")["parallelism"]) == {"job_parallelism"}
+
+
+def test_each_queues_job_is_sized_by_the_queue(tf: Terraform):
+    """Task count, timeout, retries and resources are the queue's fields (queues.tf), which
+    default to the variables of the same meaning."""
+    _, job = tf.one("google_cloud_run_v2_job")
+    assert expression(job["for_each"]) == "local.queues"
     task = block(job, "template", "template")
-    assert var_refs(task["timeout"]) == {"job_task_timeout_seconds"}
-    assert var_refs(task["max_retries"]) == {"job_max_retries"}
+    limits = block(task["containers"][0], "resources")["limits"]
+    fields = {
+        "task_count": block(job, "template")["task_count"],
+        "job_task_timeout_seconds": task["timeout"],
+        "job_max_retries": task["max_retries"],
+        "cpu": limits["cpu"],
+        "memory": limits["memory"],
+    }
+    falls_back_to = {
+        "task_count": "job_task_count",
+        "job_task_timeout_seconds": "job_task_timeout_seconds",
+        "job_max_retries": "job_max_retries",
+        "cpu": "worker_cpu",
+        "memory": "worker_memory",
+    }
+    for field, value in fields.items():
+        assert f"each.value.{field}" in value, f"{field} = {value}"
+        assert var_refs(tf.locals["queue_defaults"][field]) == {falls_back_to[field]}
+    # Overrides set the task count but not the parallelism: 0 runs every task of an
+    # execution at once, so the dispatcher's task count is what runs.
+    assert block(job, "template")["parallelism"] == 0
 
 
 # --- observability -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ A process pointed at a recorder (PUBSUB_EMULATOR_HOST / STORAGE_EMULATOR_HOST) r
 real emulator through it, and the recorder notes what it asked for: the gRPC method and the
 topic or subscription it names, or the Cloud Storage JSON API method and bucket. One pair of
 recorders per identity (the API, the worker) attributes the traffic to the service account
-that would make it in production.
+that would make it in production. A third, in front of the local Cloud Run Jobs stand-in,
+records the dispatcher's Cloud Run Admin API calls the same way (any gRPC service forwards).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-from google.pubsub_v1 import types as pubsub_types
-from iam_contract import gcs_method
+from iam_contract import gcs_method, grpc_call
 
 # Hop-by-hop headers a proxy must not forward (RFC 9110 7.6.1), and those it recomputes.
 _HOP_HEADERS = {
@@ -61,19 +61,6 @@ class Recording:
             return list(self.requests)
 
 
-def pubsub_resource(method: str, request: bytes) -> str:
-    """The topic or subscription a Pub/Sub request names, read with the method's request type."""
-    request_type = getattr(pubsub_types, method.rsplit("/", 1)[-1] + "Request", None)
-    if request_type is None:
-        return "?"
-    message = request_type.deserialize(request)
-    for name in ("subscription", "topic", "name"):
-        value = getattr(message, name, "")
-        if value:
-            return value
-    return "?"
-
-
 class _Forward(grpc.GenericRpcHandler):
     """Forwards every unary-unary call, as raw bytes, to the upstream channel."""
 
@@ -85,7 +72,7 @@ class _Forward(grpc.GenericRpcHandler):
         method = handler_call_details.method.lstrip("/")
 
         def forward(request: bytes, context: grpc.ServicerContext) -> bytes:
-            self.recording.add(method, pubsub_resource(method, request))
+            self.recording.add(*grpc_call(method, request))
             if method.endswith("/StreamingPull"):
                 context.abort(grpc.StatusCode.UNIMPLEMENTED, "the recorder forwards no streams")
             remaining = context.time_remaining()
@@ -156,21 +143,56 @@ def _gcs_handler(upstream: str, recording: Recording, own_base: list[str]):
 
 @dataclass
 class Recorders:
-    """A Pub/Sub and a Cloud Storage recorder, and the emulator hosts that reach them."""
+    """The recorders, and the hosts that reach the emulators (and stand-ins) through them."""
 
     pubsub_host: str
     storage_url: str
     recording: Recording
+    # host:port in front of the Cloud Run Jobs stand-in, when one was given.
+    jobs_host: str | None = None
 
 
 @contextmanager
-def recording_proxies(pubsub_upstream: str, storage_upstream: str) -> Iterator[Recorders]:
-    """Start both recorders in front of the emulators; always stopped on exit."""
-    recording = Recording()
-    channel = grpc.insecure_channel(pubsub_upstream, options=_GRPC_OPTIONS)
+def grpc_serving(handler: grpc.GenericRpcHandler) -> Iterator[str]:
+    """A gRPC server on a free local port answering with handler; its host:port, until exit."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32), options=_GRPC_OPTIONS)
-    server.add_generic_rpc_handlers((_Forward(channel, recording),))
-    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None).wait(10)
+
+
+@contextmanager
+def grpc_recorder(upstream: str, recording: Recording) -> Iterator[str]:
+    """A recorder forwarding every unary gRPC call to upstream; its host:port, until exit."""
+    channel = grpc.insecure_channel(upstream, options=_GRPC_OPTIONS)
+    try:
+        with grpc_serving(_Forward(channel, recording)) as host:
+            yield host
+    finally:
+        channel.close()
+
+
+@contextmanager
+def recording_proxies(
+    pubsub_upstream: str, storage_upstream: str, jobs_upstream: str | None = None
+) -> Iterator[Recorders]:
+    """Start the recorders in front of the emulators; always stopped on exit."""
+    recording = Recording()
+    with ExitStack() as stack:
+        pubsub_host = stack.enter_context(grpc_recorder(pubsub_upstream, recording))
+        jobs_host = (
+            stack.enter_context(grpc_recorder(jobs_upstream, recording)) if jobs_upstream else None
+        )
+        storage_url = stack.enter_context(_storage_recorder(storage_upstream, recording))
+        yield Recorders(pubsub_host, storage_url, recording, jobs_host)
+
+
+@contextmanager
+def _storage_recorder(storage_upstream: str, recording: Recording) -> Iterator[str]:
     own_base: list[str] = []
     http_server = ThreadingHTTPServer(
         ("127.0.0.1", 0), _gcs_handler(storage_upstream, recording, own_base)
@@ -178,12 +200,9 @@ def recording_proxies(pubsub_upstream: str, storage_upstream: str) -> Iterator[R
     http_server.daemon_threads = True
     own_base.append(f"http://127.0.0.1:{http_server.server_address[1]}")
     http_thread = threading.Thread(target=http_server.serve_forever, daemon=True)
-    server.start()
     http_thread.start()
     try:
-        yield Recorders(f"127.0.0.1:{grpc_port}", own_base[0], recording)
+        yield own_base[0]
     finally:
         http_server.shutdown()
         http_server.server_close()
-        server.stop(grace=None).wait(10)
-        channel.close()
