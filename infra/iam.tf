@@ -127,17 +127,6 @@ resource "google_cloud_run_v2_job_iam_member" "api_views_queue_jobs" {
   member   = google_service_account.api.member
 }
 
-# ...and reads each queue's backlog, pubsub.googleapis.com/subscription/num_undelivered_messages,
-# from Cloud Monitoring (projects.timeSeries.list). The only grant on the project, because
-# it cannot be narrower: a time-series read names the project (its metrics scope), not a
-# subscription, and Monitoring's roles can be granted on nothing below a project. Read-only;
-# it shows metrics and monitoring configuration, no task data.
-resource "google_project_iam_member" "api_reads_backlog" {
-  project = var.project_id
-  role    = "roles/monitoring.viewer"
-  member  = google_service_account.api.member
-}
-
 resource "google_secret_manager_secret_iam_member" "api_secrets" {
   for_each = var.api_secret_env
 

@@ -43,6 +43,11 @@ locals {
     QUEUES                    = jsonencode(local.dispatch_queues)
     RUN_REGION                = var.region
     DISPATCH_COOLDOWN_SECONDS = tostring(var.dispatch_cooldown_seconds)
+    DISPATCH_ENABLED          = tostring(var.dispatch_enabled)
+    WORKER_JOB_NAME           = var.worker_job_name
+    # Only Cloud Scheduler may call /internal/* (the tick, periodic firings): the API
+    # verifies its ID token names this account.
+    SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
   }
 
   # Cloud Run sends an instance no more requests than its gunicorn threads can serve at once.
@@ -65,9 +70,9 @@ locals {
     CLAIM_SECONDS             = tostring(var.claim_seconds)
     # 0: the worker reads its budget from the job's memory limit (the container's cgroup).
     WORKER_MEMORY_MB = tostring(var.worker_memory_mb)
-    # The queue this job's executions drain.
-    QUEUE          = "default"
-    TASK_MEMORY_MB = tostring(var.task_memory_mb)
+    # Wake-ups (a task sent back with a backoff) and wait reports for the dispatcher.
+    DISPATCH_ENABLED = tostring(var.dispatch_enabled)
+    TASK_MEMORY_MB   = tostring(var.task_memory_mb)
   }
 }
 

@@ -506,9 +506,15 @@ variable "queues" {
 }
 
 variable "dispatch_cooldown_seconds" {
-  description = "DISPATCH_COOLDOWN_SECONDS: after starting an execution of a queue, the API waits this long before it starts another for the same queue, so a stream of submissions does not start one per task."
+  description = "DISPATCH_COOLDOWN_SECONDS: the least time between two dispatch decisions for one queue, across every API instance, so a stream of submissions does not start one execution per task."
   type        = number
-  default     = 5
+  default     = 2
+}
+
+variable "dispatch_enabled" {
+  description = "DISPATCH_ENABLED: the API starts worker executions within seconds of accepting tasks, sized by the backlog (false: only the scheduled safety-net runs drain the queues)."
+  type        = bool
+  default     = true
 }
 
 variable "dispatch_tick_schedule" {

@@ -5,7 +5,7 @@ It runs in the API service: the API pokes it after accepting tasks (an execution
 within seconds), and a tick (`POST /internal/tick`, Cloud Scheduler every minute on GCP; the
 dev stack every second) publishes what came due and checks each queue. It starts executions
 through the Cloud Run Admin API (`jobs.run` with overrides, google-cloud-run); locally the same
-code talks to devstack's Cloud Run Jobs stand-in (RUN_API_HOST), as the Google clients talk to
+code talks to devstack's Cloud Run Jobs stand-in (CLOUD_RUN_EMULATOR_HOST), as the Google clients talk to
 the emulators.
 
 - `policy`: how many parallel tasks a queue should have for its backlog (pure);

@@ -1,6 +1,6 @@
 """The Cloud Run Admin API, as the dispatcher uses it: run a queue's job, count what runs.
 
-With RUN_API_HOST set (locally), the clients talk to devstack's Cloud Run Jobs stand-in on an
+With CLOUD_RUN_EMULATOR_HOST set (locally), the clients talk to devstack's Cloud Run Jobs stand-in on an
 insecure channel; otherwise to Cloud Run itself with the service's credentials. The calls
 are the same either way: `Jobs.RunJob` with overrides (task count, environment) and
 `Executions.ListExecutions`.
@@ -47,13 +47,15 @@ class JobsGateway:
 
     def __init__(self, settings: Settings) -> None:
         self.parent = f"projects/{settings.project_id}/locations/{settings.run_region}"
-        if settings.run_api_host:
+        if settings.cloud_run_emulator_host:
             jobs = run_v2.JobsClient(
-                transport=JobsGrpcTransport(channel=grpc.insecure_channel(settings.run_api_host))
+                transport=JobsGrpcTransport(
+                    channel=grpc.insecure_channel(settings.cloud_run_emulator_host)
+                )
             )
             executions = run_v2.ExecutionsClient(
                 transport=ExecutionsGrpcTransport(
-                    channel=grpc.insecure_channel(settings.run_api_host)
+                    channel=grpc.insecure_channel(settings.cloud_run_emulator_host)
                 )
             )
         else:

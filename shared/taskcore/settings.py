@@ -329,7 +329,7 @@ class Settings(BaseModel):
     )
     worker_job_name: str = _env(
         "WORKER_JOB_NAME",
-        "task-worker",
+        "background-worker",
         "api",
         "The default queue's Cloud Run job; queue q's is <WORKER_JOB_NAME>-q unless QUEUES names it.",
     )
@@ -351,8 +351,8 @@ class Settings(BaseModel):
         "The only caller allowed on /internal/* (tick, periodic firings): its Google ID token "
         "is verified. Unset: open (the local stack).",
     )
-    run_api_host: str | None = _env(
-        "RUN_API_HOST",
+    cloud_run_emulator_host: str | None = _env(
+        "CLOUD_RUN_EMULATOR_HOST",
         None,
         "local",
         "host:port of the local Cloud Run Jobs stand-in (local only).",

@@ -88,7 +88,7 @@ METHOD_PERMISSIONS: Mapping[str, frozenset[str]] = {
 EVERY_QUEUE_TOPIC = "TOPIC_NAME[queue]"  # TOPIC_NAME, and <TOPIC_NAME>-<queue> for each other
 EVERY_QUEUE_SUBSCRIPTION = "SUBSCRIPTION_NAME[queue]"  # likewise from SUBSCRIPTION_NAME
 EVERY_QUEUE_JOB = "QUEUES[queue].job"  # the job QUEUES names for each queue, in RUN_REGION
-PROJECT = "GOOGLE_CLOUD_PROJECT"  # the project itself (Cloud Monitoring)
+PROJECT = "GOOGLE_CLOUD_PROJECT"  # the project itself
 # What each of them contains that is also named on its own.
 CONTAINS: Mapping[str, frozenset[str]] = {
     EVERY_QUEUE_TOPIC: frozenset({"TOPIC_NAME"}),
@@ -149,15 +149,14 @@ CALLS: Mapping[str, frozenset[Call]] = {
         # Uploads, status records, idempotency records, DLQ archives and audit records.
         | _calls(*_OBJECTS, on="BUCKET_NAME")
         # The dispatcher: starts executions of a queue's job with overrides, lists (and reads)
-        # the executions to see what runs...
+        # the executions to see what runs. (It reads no Pub/Sub backlog metric: its estimate
+        # comes from the tasks it accepts and the waits workers report, taskcore.demand.)
         | _calls(
             RUN_WITH_OVERRIDES,
             f"{_RUN}.Executions/ListExecutions",
             f"{_RUN}.Executions/GetExecution",
             on=EVERY_QUEUE_JOB,
         )
-        # ...and reads each queue's backlog (num_undelivered_messages) from Cloud Monitoring.
-        | _calls("google.monitoring.v3.MetricService/ListTimeSeries", on=PROJECT)
     ),
     # One account runs every queue's job: what one queue's worker calls on its own queue,
     # the account calls on every queue.

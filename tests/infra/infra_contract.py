@@ -29,11 +29,6 @@ PLATFORM_PROVIDED = {
     "worker": frozenset({"CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"}),
 }
 
-# Settings infra/ sets before shared/taskcore/settings.py declares them (the dispatcher and
-# the queues, issue 14): an env var named here is not "unknown" while no setting reads it.
-# Once one is declared it is checked like any other (scope, default); then delete it here.
-PENDING_SETTINGS = frozenset({"QUEUES", "RUN_REGION", "QUEUE", "DISPATCH_COOLDOWN_SECONDS"})
-
 _REF = re.compile(r"\b(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)")
 # A reference with the instance it picks: google_T.N, google_T.N["key"], google_T.N[each.key].
 _INSTANCE_REF = re.compile(r"\b(google_[a-z0-9_]+)\.([A-Za-z0-9_-]+)(?:\[([^\]]+)\])?")

@@ -113,7 +113,11 @@ def test_api_and_worker_commands(compose):
     svc = services(compose)
     assert "taskctl api" in command_of(svc["api"])
     worker = command_of(svc["worker"])
-    assert "taskctl worker" in worker and "while true" in worker, "the worker runs periodically"
+    # Workers run on demand, started by the API's dispatcher in the Cloud Run Jobs stand-in,
+    # which the tick reaches as Cloud Scheduler does.
+    assert "devstack.local_jobs" in worker and "--port 8123" in worker
+    assert "--tick-url http://api:8080/internal/tick" in worker
+    assert service_env(svc["api"])["CLOUD_RUN_EMULATOR_HOST"] == "worker:8123"
 
 
 def test_api_publishes_the_port_it_listens_on(compose):

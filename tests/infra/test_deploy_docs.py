@@ -242,22 +242,28 @@ DIFFERENT_ON_PURPOSE = {
     # Locally nothing stands between a client and the API; on Cloud Run its front end does,
     # and appends the client's address to X-Forwarded-For.
     "TRUSTED_PROXY_HOPS": (1, 0),
+    # Locally (and in tests) nothing answers the Cloud Run Admin API unless the dev stack's
+    # stand-in runs; on GCP the API starts executions on demand.
+    "DISPATCH_ENABLED": (True, False),
 }
 
 
 def test_terraform_defaults_equal_the_settings_defaults(tf: Terraform):
     wired = wired_defaults(tf)
-    # The project has no default, the bucket's default name is derived from it, a job's QUEUE
-    # is the queue that job drains, and QUEUES comes from var.queues (tests/infra/test_queues.py
-    # holds it to them).
+    # The project has no default, the bucket's default name is derived from it, QUEUES comes
+    # from var.queues (tests/infra/test_queues.py holds it to them), and the scheduler's
+    # account is the one Terraform creates.
     derived = {name for name, default in wired.items() if default is None}
-    assert derived == {"GOOGLE_CLOUD_PROJECT", "BUCKET_NAME", "QUEUE", "QUEUES"}, derived
+    assert derived == {
+        "GOOGLE_CLOUD_PROJECT",
+        "BUCKET_NAME",
+        "QUEUES",
+        "SCHEDULER_SERVICE_ACCOUNT",
+    }, derived
     differ = {
         name: (default, setting_default(name))
         for name, default in wired.items()
-        if name not in derived
-        and name in declared_settings()  # PENDING_SETTINGS are compared once declared
-        and not same(default, setting_default(name))
+        if name not in derived and not same(default, setting_default(name))
     }
     assert differ == DIFFERENT_ON_PURPOSE, (
         f"Terraform default vs taskcore.settings default: {differ}"

@@ -7,12 +7,10 @@ a call iam_contract.CALLS lists for them, which test_permissions.py checks infra
 grants: a new call fails here until it is listed, and then there until it is granted.
 
 The dispatcher's calls (RunJob with overrides, ListExecutions and GetExecution on each
-queue's job, Cloud Monitoring's ListTimeSeries on the project) are in the contract already
-and checked against infra/iam.tf statically; they reach this test once the API's Cloud Run
-client is pointed at a recorder in front of the local Jobs stand-in (the recorder forwards
-any gRPC service: iam_contract.grpc_call decodes run_v2 requests, and records a RunJob that
-carries overrides as RUN_WITH_OVERRIDES). Monitoring has no local stand-in: its call stays a
-listed, statically checked call until one exists.
+queue's job) are in the contract and checked against infra/iam.tf statically; they reach
+this test once the API's Cloud Run client is pointed at a recorder in front of the local
+Jobs stand-in (the recorder forwards any gRPC service: iam_contract.grpc_call decodes run_v2
+requests, and records a RunJob that carries overrides as RUN_WITH_OVERRIDES).
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import subprocess
 import pytest
 from infra_contract import (
     INFRA,
-    PENDING_SETTINGS,
     PLATFORM_PROVIDED,
     Terraform,
     block,
@@ -215,7 +214,6 @@ def test_no_public_invoker_by_default(tf: Terraform):
 PROJECT_GRANTS = {
     # Cloud Monitoring's time-series reads name the project (its metrics scope), and its
     # roles can be granted on nothing below a project; the dispatcher reads backlogs there.
-    "api_reads_backlog": "roles/monitoring.viewer",
 }
 
 
@@ -280,20 +278,18 @@ def test_cloud_run_sets_every_env_var_the_code_reads(tf: Terraform, scope, conta
     )
     reserved = PLATFORM_PROVIDED[scope] & set(env)
     assert not reserved, f"Cloud Run sets {sorted(reserved)} itself and rejects them in env"
-    unknown = set(env) - set(env_var_names()) - PENDING_SETTINGS
+    unknown = set(env) - set(env_var_names())
     assert not unknown, f"{sorted(unknown)} are set but no setting reads them (a typo?)"
     for name, (kind, _) in env.items():
         if name.endswith("_KEYS"):
             assert kind == "secret", f"{name} is a secret: use value_source.secret_key_ref"
 
 
-def test_settings_set_ahead_of_the_code_are_set_here(tf: Terraform):
-    """PENDING_SETTINGS only excuses env vars Terraform sets: the dispatcher's (API) and QUEUE."""
+def test_the_dispatchers_settings_are_set_on_the_api_and_the_queue_on_each_job(tf: Terraform):
     api = set(tf.container_env(api_container(tf)))
     worker = set(tf.container_env(worker_container(tf)))
-    assert not PENDING_SETTINGS - (api | worker), "a pending setting Terraform does not set"
-    assert {"QUEUES", "RUN_REGION", "DISPATCH_COOLDOWN_SECONDS"} <= api
-    assert "QUEUE" in worker
+    assert {"QUEUES", "RUN_REGION", "DISPATCH_COOLDOWN_SECONDS", "DISPATCH_ENABLED"} <= api
+    assert {"QUEUE", "DISPATCH_ENABLED"} <= worker
 
 
 def test_names_in_env_come_from_the_resources(tf: Terraform):

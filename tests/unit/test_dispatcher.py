@@ -169,7 +169,7 @@ def test_accepted_tasks_start_an_execution_for_their_queue(world):
     decision = dispatcher.dispatch("urgent")
     assert decision.start == 1
     job, count, env = jobs.runs[0]
-    assert (job, count) == ("task-worker-urgent", 1)
+    assert (job, count) == ("background-worker-urgent", 1)
     assert env["QUEUE"] == "urgent"
 
 
