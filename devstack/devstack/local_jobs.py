@@ -15,7 +15,9 @@ the stand-in, the job definitions and the ticker in one process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
 
@@ -167,13 +169,9 @@ def main() -> None:
             names = define_worker_jobs(reach, settings, load_task_modules(settings.task_modules))
             ticker = Ticker(tick_url, reach, names).start()
             stopped = threading.Event()
-            import signal
-
             signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stopped.wait()
-            except KeyboardInterrupt:
-                pass
             ticker.stop()
         finally:
             standin.stop()

@@ -29,7 +29,6 @@ from doc_commands import (
 from infra_contract import (
     INFRA,
     Terraform,
-    declared_settings,
     expression,
     resource_refs,
     run_terraform,
