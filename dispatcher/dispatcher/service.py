@@ -156,9 +156,18 @@ class Dispatcher:
                 decision, reason=f"uncovered demand since {demand_at:%H:%M:%S}"
             )
         # Demand stays recorded until an execution is seen to cover it (one created after
-        # it, which the one started now will be).
-        until = now + timedelta(seconds=self.settings.dispatch_cooldown_seconds)
-        if not self.demand.write_lease(queue, lease, until, None if seen else demand_at, arrivals):
+        # it, which the one started now will be). Only a decision that starts something
+        # holds the lease for the cooldown; one that starts nothing and changes nothing
+        # writes nothing (a queue's lease is one object: GCS takes about one write a second).
+        keep_demand = None if seen else demand_at
+        if decision.start:
+            until = now + timedelta(seconds=self.settings.dispatch_cooldown_seconds)
+        else:
+            until = now
+        unchanged = keep_demand == lease.demand_at and arrivals == lease.arrivals_with(0, now)
+        if (decision.start or not unchanged) and not self.demand.write_lease(
+            queue, lease, until, keep_demand, arrivals
+        ):
             return None  # another dispatcher decided a moment before us
         with self._lock:
             self._pending[queue] -= pending
