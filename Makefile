@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser run test test-python-emulator pubsub-system-tests lint format bench clean
 
+# Your task modules (tasks/) are importable by name, as in the images.
+export PYTHONPATH := $(CURDIR)/tasks$(if $(PYTHONPATH),:$(PYTHONPATH))
+
 export HAS_GOOGLE_PUBSUB = from devstack.emulators.google_pubsub import find_google_pubsub_emulator as f; raise SystemExit(f() is None)
 
 install: $(STAMP)

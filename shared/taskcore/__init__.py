@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from taskcore.context import TaskContext
 from taskcore.errors import PermanentTaskError, TransientTaskError
-from taskcore.payloads import TaskPayload
+from taskcore.payloads import InputUri, TaskPayload
 from taskcore.tasks import TaskType, task
 
 __all__ = [
+    "InputUri",
     "PermanentTaskError",
     "TaskContext",
     "TaskPayload",

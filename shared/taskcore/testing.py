@@ -86,6 +86,11 @@ class _TestContext(RunContext):
         self._virtual.skipped += seconds
 
 
+def input_uri(name: str, settings: Settings | None = None) -> str:
+    """The gs:// URI run_task's bucket gives an input put there by name (e.g. "uploads/a.txt")."""
+    return f"gs://{(settings or Settings.from_env({})).bucket_name}/{name}"
+
+
 def run_task(
     task: Any,
     payload: TaskPayload | Mapping[str, Any] | None = None,
