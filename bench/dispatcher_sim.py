@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dispatcher.jobs import ExecutionView, Started  # noqa: E402
 from dispatcher.service import Dispatcher  # noqa: E402
-from taskcore.demand import DemandStore  # noqa: E402
+from taskcore.demand import LAG_REPORT_SECONDS, DemandStore  # noqa: E402
 from taskcore.memory_bucket import MemoryBucket  # noqa: E402
 from taskcore.schedule import ScheduleStore  # noqa: E402
 from taskcore.settings import Settings  # noqa: E402
@@ -56,6 +56,7 @@ class SimTask:
     started: bool = False
     empty_since: float | None = None
     ended_at: float | None = None
+    last_report: float = float("-inf")
 
 
 @dataclass
@@ -143,12 +144,15 @@ class Simulation:
         return sum(count for _, count in self.queue)
 
     def _take(self, budget: float) -> int:
+        self.oldest_taken = None
         taken = 0
         budget = int(budget)
         while budget > 0 and self.queue:
             arrived, count = self.queue[0]
             take = min(count, budget)
             self.waits.append((self.now - arrived, take))
+            if self.oldest_taken is None:
+                self.oldest_taken = arrived
             taken += take
             budget -= take
             if take == count:
@@ -187,6 +191,15 @@ class Simulation:
             took = self._take(PER_TASK_RATE)
             if took:
                 task.empty_since = None
+                if self.now - task.last_report >= LAG_REPORT_SECONDS:
+                    # As background_worker does: the wait of the oldest message just pulled.
+                    task.last_report = self.now
+                    self.demand.report_lag(
+                        "default",
+                        f"{task.execution}-{id(task)}",
+                        self.clock(),
+                        self.now - self.oldest_taken,
+                    )
             elif task.empty_since is None:
                 task.empty_since = self.now
             if task.empty_since is not None and self.now - task.empty_since >= IDLE_TIMEOUT_SECONDS:
@@ -250,18 +263,20 @@ def trickle(second: int) -> int:
     return 1 if second % 60 == 30 else 0
 
 
+LOW_RATE, PEAK_RATE = 0.5, 200.0
+
+
 def diurnal(second: int) -> int:
-    """A day: 0.5 tasks/s at 02:00 rising to 50 tasks/s at 14:00 (sinusoidal, 1.1M a day)."""
-    phase = math.cos(2 * math.pi * ((second / 3600) - 14) / 24)
-    rate = 0.5 + (50 - 0.5) * (1 + phase) / 2
+    """A day: 0.5 tasks/s at 02:00 rising to 200 tasks/s at 14:00 (sinusoidal, 8.7M a day):
+    the peak needs four tasks at PER_TASK_RATE."""
     # Whole tasks, deterministically: the integral of the rate, floored.
-    return int(_cumulative(second + 1, rate)) - int(_cumulative(second, rate))
+    return int(_cumulative(second + 1)) - int(_cumulative(second))
 
 
-def _cumulative(second: int, _rate: float) -> float:
-    # Closed-form integral of the rate above, from 0 to `second`.
-    mean = (0.5 + 50) / 2
-    amplitude = (50 - 0.5) / 2
+def _cumulative(second: int) -> float:
+    # Closed-form integral of the rate, from 0 to `second`.
+    mean = (LOW_RATE + PEAK_RATE) / 2
+    amplitude = (PEAK_RATE - LOW_RATE) / 2
     omega = 2 * math.pi / (24 * 3600)
     return mean * second + amplitude / omega * (
         math.sin(omega * (second - 14 * 3600)) - math.sin(omega * (-14 * 3600))
