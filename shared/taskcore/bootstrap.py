@@ -15,6 +15,7 @@ from google.cloud import pubsub_v1, storage
 from google.protobuf import duration_pb2
 
 from taskcore.clients import storage_client
+from taskcore.errors import ConfigurationError
 from taskcore.settings import DEFAULT_QUEUE, Settings
 from taskcore.tasks import load_task_modules
 
@@ -82,6 +83,13 @@ def bootstrap(
     if queues is None:
         queues = load_task_modules(settings.task_modules).queues()
     queues = sorted({DEFAULT_QUEUE, *queues})
+    clash = [q for q in queues if settings.topic_name_for(q) == settings.dlq_topic_name]
+    if clash:
+        # Its tasks would be published straight into the dead-letter queue.
+        raise ConfigurationError(
+            f"queue {clash[0]!r} would use topic {settings.dlq_topic_name!r}, the dead-letter "
+            "topic: rename the queue (or DLQ_TOPIC_NAME)"
+        )
     publisher = publisher or pubsub_v1.PublisherClient()
     subscriber = subscriber or pubsub_v1.SubscriberClient()
     gcs = gcs or storage_client(settings)

@@ -378,3 +378,13 @@ def test_the_tick_fires_a_due_schedule_once_and_a_new_schedule_starts_from_now(w
     assert make(types).tick().fired == []  # another dispatcher: fired already
     clock.advance(60 * 60)  # an hour with no tick: twelve firings missed
     assert len(dispatcher.tick().fired) == 1
+
+
+def test_bootstrap_refuses_a_queue_whose_topic_is_the_dead_letter_topic():
+    from taskcore.bootstrap import bootstrap
+    from taskcore.errors import ConfigurationError
+
+    settings = Settings.from_env({}, dlq_topic_name="background-tasks-dlq")
+    with pytest.raises(ConfigurationError, match="dead-letter topic"):
+        # No client is touched: the check comes before anything is created.
+        bootstrap(settings, publisher=object(), subscriber=object(), gcs=object(), queues=["dlq"])
