@@ -6,22 +6,33 @@ while they do everything their routes and outcomes involve. Every request they m
 a call iam_contract.CALLS lists for them, which test_permissions.py checks infra/iam.tf
 grants: a new call fails here until it is listed, and then there until it is granted.
 
-The dispatcher's calls (RunJob with overrides, ListExecutions and GetExecution on each
-queue's job) are in the contract and checked against infra/iam.tf statically; they reach
-this test once the API's Cloud Run client is pointed at a recorder in front of the local
-Jobs stand-in (the recorder forwards any gRPC service: iam_contract.grpc_call decodes run_v2
-requests, and records a RunJob that carries overrides as RUN_WITH_OVERRIDES).
+The dispatcher's calls (RunJob with overrides, ListExecutions on each queue's job) are
+recorded the same way: the API's Cloud Run client talks to a recorder in front of the local
+Jobs stand-in (iam_contract.grpc_call decodes run_v2 requests, and records a RunJob that
+carries overrides as RUN_WITH_OVERRIDES).
 """
 
 from __future__ import annotations
+
+import json
+import uuid
 
 import pytest
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud.storage._bucket_metadata_cache import BucketMetadataCache
-from iam_contract import CALLS, METHOD_PERMISSIONS, TOLERATED_DENIALS, Call, resource_names
+from iam_contract import (
+    CALLS,
+    METHOD_PERMISSIONS,
+    RUN_WITH_OVERRIDES,
+    TOLERATED_DENIALS,
+    Call,
+    resource_names,
+)
 from traffic import Recording, recording_proxies
 
+from devstack.emulators import start_jobs_standin
+from devstack.local_jobs import define_worker_jobs
 from taskcore.bootstrap import bootstrap
 from taskcore.settings import Settings
 from tests.conftest import make_test_settings
@@ -29,6 +40,7 @@ from tests.integration.api_process import running_api
 from tests.integration.dlq_helpers import seed_dead_letters
 from tests.integration.helpers import publish_tasks, upload
 from tests.integration.worker_process import run_worker_execution
+from tests.registries import builtin_registry
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +175,48 @@ def test_worker_calls_are_in_its_permission_contract(recorded, artifacts_dir):
     run_worker_execution(settings, artifacts_dir / "permission-traffic-worker.log")
 
     assert_within_contract("worker", observed_calls(recording, direct))
+
+
+def test_dispatcher_calls_are_in_the_apis_permission_contract(
+    pubsub_emulator, gcs_emulator, tmp_path, artifacts_dir
+):
+    """The API's dispatcher, through a recorder in front of the Cloud Run Jobs stand-in: it
+    starts an execution (RunJob with overrides) and lists the job's executions."""
+    job = f"worker-{uuid.uuid4().hex[:8]}"
+    settings = make_test_settings(
+        dispatch_enabled=True, worker_job_name=job, queues=json.dumps({"default": {"job": job}})
+    )
+    bootstrap(settings)
+    standin = start_jobs_standin(
+        log_path=str(tmp_path / "standin.log"), work_dir=str(tmp_path / "jobs"), term_grace=1.0
+    )
+    try:
+        define_worker_jobs(standin.env_value, settings, builtin_registry())
+        with recording_proxies(
+            pubsub_emulator.env_value, gcs_emulator.env_value, jobs_upstream=standin.env_value
+        ) as recorders:
+            through = settings.replace(
+                pubsub_emulator_host=recorders.pubsub_host,
+                storage_emulator_host=recorders.storage_url,
+                cloud_run_emulator_host=recorders.jobs_host,
+            )
+            with running_api(through, artifacts_dir) as api:
+                task = {"task_type": "data_transformation", "dataset_size": 3}
+                answer = requests.post(f"{api.url}/submit-task", json=task, timeout=30)
+                assert answer.status_code == 202, answer.text
+                assert requests.post(f"{api.url}/internal/tick", timeout=30).ok
+            calls = observed_calls(recorders.recording, settings)
+    finally:
+        standin.stop()
+    dispatched = {c for c in calls if c.method.startswith("google.cloud.run.v2.")}
+    assert {c.method for c in dispatched} >= {
+        RUN_WITH_OVERRIDES,
+        "google.cloud.run.v2.Executions/ListExecutions",
+    }, dispatched
+    unlisted = sorted(
+        c for c in calls if not c.listed_in(CALLS["api"]) and c.method not in TOLERATED_DENIALS
+    )
+    assert not unlisted, f"the dispatcher makes calls CALLS['api'] does not list: {unlisted}"
 
 
 def test_the_contract_check_rejects_an_unlisted_call():
