@@ -384,3 +384,32 @@ def test_a_targeted_apply_of_the_jobs_brings_every_queue_up_whole(tf: Terraform)
         assert ("google_pubsub_subscription_iam_member", grant) in grants
     for grant in ("worker_tasks_publisher", "worker_dlq_publisher"):
         assert ("google_pubsub_topic_iam_member", grant) in grants
+
+
+def test_taskctl_schedules_export_is_what_terraform_takes_for_periodic_tasks(tf: Terraform):
+    """The periodic types declared in code become Cloud Scheduler jobs, with nothing retyped."""
+    from click.testing import CliRunner
+
+    from taskctl.main import main as cli_main
+
+    result = CliRunner().invoke(
+        cli_main,
+        ["schedules", "export"],
+        env={"TASK_MODULES": "example_tasks,tests.task_modules.nightly"},
+    )
+    assert result.exit_code == 0, result.output
+    exported = json.loads(result.output)
+    assert exported == {
+        "periodic_tasks": [
+            {
+                "task_type": "nightly_report",
+                "schedule": "0 3 * * *",
+                "timezone": "Europe/Paris",
+                "queue": "default",
+            }
+        ]
+    }
+    # HCL takes JSON values: the same text Terraform reads from a .auto.tfvars.json.
+    evaluated = evaluate(f"periodic_tasks = {json.dumps(exported['periodic_tasks'])}")
+    assert evaluated["periodic_task_problems"] == []
+    assert list(evaluated["periodic_tasks"]) == ["nightly_report"]

@@ -18,6 +18,7 @@ from taskcore.errors import TransientTaskError
 from taskcore.publishing import Publisher
 from taskcore.schedule import SCHEDULED_PREFIX, ScheduleStore
 from taskcore.status import TaskState, utcnow
+from taskcore.tasks import load_task_modules
 from taskctl.main import main as cli_main
 from tests.integration.api_process import running_api
 from tests.integration.helpers import publish_tasks, pull_all, status_of
@@ -135,3 +136,21 @@ def test_nothing_is_left_behind_when_dispatch_is_off(pipeline):
 
 def _bucket(settings):
     return make_bucket(settings, storage_client(settings))
+
+
+def test_a_firing_delivered_twice_is_one_task_that_runs_once(pipeline, tmp_path):
+    modules = ("example_tasks", "tests.task_modules.nightly")
+    settings = pipeline.replace(task_modules=modules, api_workers=1, api_threads=4)
+    header = {"X-CloudScheduler-ScheduleTime": "2026-12-01T02:00:00Z"}
+    with running_api(settings, tmp_path) as running:
+        fired = [
+            requests.post(f"{running.url}/internal/fire/nightly_report", headers=header, timeout=10)
+            for _ in range(2)
+        ]
+    assert [f.status_code for f in fired] == [202, 202]
+    task_ids = {f.json()["task_id"] for f in fired}
+    assert task_ids == {"cron-nightly_report-20261201T020000Z"}
+    registry = load_task_modules(modules)
+    summary = drain_subscription(settings, task_types=registry)
+    assert summary.outcomes["succeeded"] == 1 and summary.received == 1
+    assert status_of(settings, task_ids.pop()).state == TaskState.SUCCEEDED
