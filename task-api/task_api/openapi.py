@@ -351,7 +351,7 @@ def openapi_document(registry: TaskRegistry, settings: Settings) -> dict[str, An
         },
     }
     paths = _paths(models)
-    paths.update(internal_paths(_errors))
+    paths.update(internal_paths(_errors, guarded=bool(settings.scheduler_service_account)))
     schemas.update(internal_schemas())
     if admin:
         paths.update(admin_paths(_errors))

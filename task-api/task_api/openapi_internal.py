@@ -16,8 +16,11 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def internal_paths(errors: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """The tick and the periodic firings."""
+def internal_paths(errors: Callable[..., dict[str, Any]], *, guarded: bool) -> dict[str, Any]:
+    """The tick and the periodic firings; open (no security) while SCHEDULER_SERVICE_ACCOUNT
+    is unset, as the running API is."""
+    security = INTERNAL_SECURITY if guarded else []
+    refusals = ("401", "403") if guarded else ()
     return {
         "/internal/tick": {
             "post": {
@@ -25,10 +28,10 @@ def internal_paths(errors: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 "start executions where tasks wait",
                 "description": INTERNAL_NOTE,
                 "tags": ["internal"],
-                "security": INTERNAL_SECURITY,
+                "security": security,
                 "responses": {
                     "200": {"description": "What the tick did.", "content": _json(_ref("Tick"))},
-                    **errors("401", "403", "503"),
+                    **errors(*refusals, "503"),
                 },
             }
         },
@@ -39,7 +42,7 @@ def internal_paths(errors: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 "the schedule's latest time): the same firing is the same task, however "
                 f"often it is called. {INTERNAL_NOTE}",
                 "tags": ["internal"],
-                "security": INTERNAL_SECURITY,
+                "security": security,
                 "parameters": [
                     {
                         "name": "task_type",
@@ -56,7 +59,7 @@ def internal_paths(errors: Callable[..., dict[str, Any]]) -> dict[str, Any]:
                 ],
                 "responses": {
                     "202": {"description": "Fired.", "content": _json(_ref("Firing"))},
-                    **errors("400", "401", "403", "404", "503"),
+                    **errors("400", *refusals, "404", "503"),
                 },
             }
         },

@@ -250,7 +250,7 @@ DIFFERENT_ON_PURPOSE = {
 def test_terraform_defaults_equal_the_settings_defaults(tf: Terraform):
     wired = wired_defaults(tf)
     # The project has no default, the bucket's default name is derived from it, QUEUES comes
-    # from var.queues (tests/infra/test_queues.py holds it to them), and the scheduler's
+    # from var.queues (tests/infra/test_terraform_queues.py holds it to them), and the scheduler's
     # account is the one Terraform creates.
     derived = {name for name, default in wired.items() if default is None}
     assert derived == {
