@@ -29,7 +29,7 @@ READ_THREADS = 16
 POLL_SECONDS = 2.0
 SETTLE_SECONDS = 30.0
 # The drain gives up early once the tasks left have not changed at all for this long.
-STALL_SECONDS = 120.0
+STALL_SECONDS = 60.0
 
 
 @dataclass

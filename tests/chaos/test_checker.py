@@ -415,3 +415,35 @@ def test_a_process_left_running_after_the_campaign_is_reported(campaign):
 
     (violation,) = campaign.violations(Rule.PROCESS_LEFT)
     assert "4242" in violation.subject
+
+
+def test_a_task_pubsub_dead_lettered_and_a_browse_reconciled_is_one_foreign_reason(campaign):
+    record = campaign.dead_lettered("forwarded", task_type="chaos_always_transient")
+    campaign.evidence.dead_letters = [
+        d for d in campaign.evidence.dead_letters if d.task_id != "forwarded"
+    ]
+    campaign.letter("forwarded", "delivery_attempts_exhausted", by_worker=False)
+    error = ErrorInfo(type="delivery_attempts_exhausted", message="5 deliveries")
+    campaign.store(
+        record.model_copy(
+            update={
+                "failures": 3,
+                "last_error": error,
+                "dead_letter": DeadLetterInfo(error_type=error.type, by="pubsub"),
+            }
+        )
+    )
+
+    assert [v.rule for v in campaign.violations() if v.subject == "forwarded"] == [
+        Rule.FOREIGN_REASON
+    ]
+
+
+def test_a_dead_lettered_record_counting_other_failures_than_its_type_makes_is_untruthful(
+    campaign,
+):
+    record = campaign.evidence.records["perm-1"].record
+    campaign.store(record.model_copy(update={"failures": 2}))
+
+    (violation,) = campaign.violations(Rule.RECORD_UNTRUTHFUL)
+    assert violation.subject == "perm-1" and "failures 2, 1 expected" in violation.evidence
