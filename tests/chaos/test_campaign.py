@@ -6,6 +6,7 @@ The long run is `make chaos` (10,000 tasks, 200+ faults, both Pub/Sub emulators)
 
 from __future__ import annotations
 
+import psutil
 import pytest
 
 from chaos.campaign import CampaignConfig, Emulators, run_campaign
@@ -48,3 +49,35 @@ def test_a_short_seeded_campaign_ends_every_task_exactly_once_under_every_kind_o
     # Both ends of the promise were exercised: successes with outputs, and dead letters.
     assert outcome.result.outcomes["succeeded"] > 0, report
     assert outcome.result.outcomes["dead_lettered"] > 0, report
+
+
+def test_a_campaign_that_fails_midway_leaves_no_process_behind(
+    pubsub_emulator, gcs_emulator, tmp_path, monkeypatch
+):
+    from chaos import campaign as campaign_module
+
+    real_draw = campaign_module.draw_task
+
+    def draw_then_break(seed, index, mix=None):
+        if index == 40:
+            raise RuntimeError("the campaign breaks mid-submission")
+        return real_draw(seed, index, mix)
+
+    monkeypatch.setattr(campaign_module, "draw_task", draw_then_break)
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
+
+    with pytest.raises(RuntimeError, match="breaks mid-submission"):
+        run_campaign(
+            CampaignConfig(seed=3, tasks=100, faults=10, duration=10.0, log_dir=tmp_path),
+            Emulators(pubsub_emulator.env_value, gcs_emulator.env_value, pubsub_emulator.kind),
+        )
+
+    left = [
+        " ".join(child.cmdline())
+        for child in me.children(recursive=True)
+        if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert left == []
+    # It got far enough to have started what it must stop: proxies, the API, executions.
+    assert (tmp_path / "api.log").exists() and list((tmp_path / "executions").glob("*.log"))
