@@ -27,12 +27,12 @@ campaign left behind are violations too.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from chaos.evidence import Evidence, output_json
 from chaos.ledger import REPLACEMENT, Tracked
+from chaos.output_rules import check_outputs
 from chaos.records import Observation, check_history, check_step
 from chaos.tasks import (
     BUILTIN_TYPES,
@@ -40,9 +40,6 @@ from chaos.tasks import (
     SUCCEEDED,
     Expected,
     expected_end,
-    parse_chaos_payload,
-    part_name,
-    payload_hash,
 )
 from chaos.violations import Rule, Violation
 from taskcore.status import StoredStatus, TaskState
@@ -167,7 +164,7 @@ class _Checker:
                 f"{task_type} succeeded; {expected.describe()} expected",
             )
         fields = tracked.fields if tracked else None
-        self.outputs(task_id, task_type, fields, stored)
+        self.result.violations.extend(check_outputs(self.ev, task_id, task_type, fields, record))
         first = self.ev.first_outputs.get(task_id)
         now = {ref.name: ref.generation for ref in record.outputs}
         if first is not None and first != now:
@@ -277,93 +274,6 @@ class _Checker:
             )
         self.task(new_id, replacement.task_type, replacement.expected, replacement)
         return REPLACED
-
-    # --- outputs -----------------------------------------------------------------------
-
-    def outputs(self, task_id: str, task_type: str, fields, stored: StoredStatus) -> None:
-        record = stored.record
-        refs = record.outputs
-        if not refs:
-            self.flag(Rule.OUTPUTS_INCOMPLETE, task_id, "succeeded record names no outputs")
-            return
-        pattern = re.compile(
-            rf"^gs://{re.escape(self.ev.bucket_name)}/outputs/{re.escape(task_id)}/([^/]+)/(.+)$"
-        )
-        runs = {}
-        for ref in refs:
-            match = pattern.match(ref.uri)
-            if match is None or match.group(2) != ref.name:
-                self.flag(
-                    Rule.OUTPUTS_MIXED_RUNS, task_id, f"{ref.name}: {ref.uri} is no run's output"
-                )
-                continue
-            runs[ref.name] = match.group(1)
-        if len(set(runs.values())) > 1:
-            self.flag(
-                Rule.OUTPUTS_MIXED_RUNS,
-                task_id,
-                f"outputs of {len(set(runs.values()))} runs: {sorted(runs.items())}",
-            )
-        contents = {}
-        for ref in refs:
-            obj = self.ev.outputs.get((ref.uri, ref.generation))
-            if obj is None or obj.found == "missing":
-                self.flag(Rule.OUTPUT_MISSING, task_id, f"{ref.uri}#{ref.generation} is gone")
-            elif obj.found != "yes":
-                self.flag(
-                    Rule.OUTPUT_GENERATION_CHANGED,
-                    task_id,
-                    f"{ref.uri} no longer has generation {ref.generation}",
-                )
-            elif ref.crc32c is not None and obj.crc32c != ref.crc32c:
-                self.flag(
-                    Rule.OUTPUT_CORRUPT,
-                    task_id,
-                    f"{ref.uri}#{ref.generation}: crc32c {obj.crc32c}, record says {ref.crc32c}",
-                )
-            else:
-                contents[ref.name] = output_json(obj)
-        if task_type in CHAOS_TYPES:
-            names = [ref.name for ref in refs]
-            self.chaos_parts(task_id, task_type, fields, names, runs, contents)
-        elif task_type == "file_processing" and "metadata.json" in contents:
-            named = {ref.uri for ref in refs}
-            produced = (contents["metadata.json"] or {}).get("output_uri")
-            if produced not in named:
-                self.flag(
-                    Rule.OUTPUTS_MIXED_RUNS,
-                    task_id,
-                    f"metadata.json names {produced}, which the record does not: {sorted(named)}",
-                )
-
-    def chaos_parts(self, task_id, task_type, fields, names, runs, contents) -> None:
-        parts = [c for c in contents.values() if isinstance(c, dict)]
-        if len(parts) != len(contents):
-            self.flag(Rule.OUTPUT_CORRUPT, task_id, "an output is not the JSON object it wrote")
-        if fields is None and parts:
-            fields = parts[0].get("payload")  # a task the API did not accept: its own word
-        expected_hash = payload_hash(parse_chaos_payload(task_type, fields)) if fields else None
-        expected_parts = parse_chaos_payload(task_type, fields).parts if fields else None
-        for name, content in contents.items():
-            if not isinstance(content, dict):
-                continue
-            problems = []
-            if content.get("run_id") != runs.get(name):
-                problems.append(f"run_id {content.get('run_id')} under run {runs.get(name)}")
-            if content.get("task_id") != task_id:
-                problems.append(f"task_id {content.get('task_id')}")
-            if content.get("payload_hash") != expected_hash:
-                problems.append("payload_hash is not the submitted payload's")
-            if problems:
-                self.flag(Rule.OUTPUTS_MIXED_RUNS, task_id, f"{name}: " + "; ".join(problems))
-        if expected_parts is not None:
-            wanted = {part_name(i) for i in range(expected_parts)}
-            if set(names) != wanted or len(names) != len(wanted):
-                self.flag(
-                    Rule.OUTPUTS_INCOMPLETE,
-                    task_id,
-                    f"the record names {sorted(names)}; {sorted(wanted)} expected",
-                )
 
     # --- what no submission accounts for ---------------------------------------------------
 

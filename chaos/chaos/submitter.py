@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 REFUSED = "refused"
 TIMEOUT = "timeout"
 ERROR = "error"
+PROGRESS_EVERY = 1000
 
 
 class Submitter:
@@ -79,6 +80,8 @@ class Submitter:
                     break
                 spec = self.draw(self.sent)
                 self.sent += 1
+                if self.sent % PROGRESS_EVERY == 0:
+                    log.info("submitted %d, %d accepted so far", self.sent, self._accepted)
                 with self._changed:
                     self._in_flight += 1
                 pool.submit(self._submit, spec)
