@@ -7,9 +7,9 @@
 One campaign:
 
 1. starts both emulators (or uses the given ones), a FaultProxy process in front of each,
-   creates the topic, subscriptions and bucket, uploads the file_processing inputs, and
-   starts the API (`python -m taskctl api`) on the proxies, with TASK_MODULES naming
-   example_tasks and chaos.tasks;
+   creates the topic, subscriptions and bucket, starts the API (`python -m taskctl api`) on
+   the proxies, with TASK_MODULES naming example_tasks and chaos.tasks, and uploads the
+   file_processing inputs through it (POST /uploads);
 2. starts 1-3 worker executions at a time on the proxies (ExecutionRunner, restarted like
    a scheduler would), the record watcher, and the FaultInjector playing a seeded schedule
    of at least `faults` proxy faults (0.5-30 s), process faults and operator actions;
@@ -31,6 +31,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import requests
 
 from chaos import evidence as gather
 from chaos.checker import CheckResult, check
@@ -191,10 +193,14 @@ def with_every_kind(schedule: FaultSchedule) -> FaultSchedule:
     return FaultSchedule(seed=schedule.seed, config=schedule.config, faults=faults)
 
 
-def upload_inputs(bucket) -> None:
-    """The objects file_processing tasks read, under uploads/."""
+def upload_inputs(api_url: str) -> None:
+    """Upload the objects file_processing tasks read through POST /uploads (before any fault)."""
     for name, data in INPUT_FILES.items():
-        bucket.blob(f"uploads/{name}").upload_from_string(data)
+        response = requests.post(
+            f"{api_url}/uploads", files={"file": (name, data)}, data={"name": name}, timeout=30
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"upload of {name} answered {response.status_code}: {response.text}")
 
 
 def _recent_picker(ledger: Ledger):
@@ -243,7 +249,6 @@ def run_campaign(config: CampaignConfig, emulators: Emulators | None = None) -> 
         stack.enter_context(temporary_env("STORAGE_EMULATOR_HOST", hosts.gcs_url))
         bootstrap(direct)
         bucket = make_bucket(direct, storage_client(direct))
-        upload_inputs(bucket)
         proxies = {}
         for name, upstream in (("pubsub", hosts.pubsub_host), ("gcs", hosts.gcs_url)):
             proxies[name] = stack.enter_context(ProxyProcess(upstream, name=name))
@@ -255,6 +260,7 @@ def run_campaign(config: CampaignConfig, emulators: Emulators | None = None) -> 
         api = ApiServer.start(proxied, log_dir)
         stack.callback(api.stop)
         groups["api"] = api.proc.pid
+        upload_inputs(api.url)
         timings["start"] = time.monotonic() - started
 
         ledger = Ledger(direct.max_delivery_attempts)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.campaign import CampaignOutcome
+from chaos.submitter import ERROR
 
 
 def report_data(outcome: CampaignOutcome) -> dict[str, Any]:
@@ -45,6 +46,12 @@ def report_data(outcome: CampaignOutcome) -> dict[str, Any]:
             "accepted": len(ledger.accepted_ids()),
             "replacements": len(tracked) - len(ledger.accepted_ids()),
             "unaccepted_that_ran": dict(outcome.result.unaccepted_ran),
+            # Answers that were neither 202, 503 nor a timeout: what they said.
+            "errors": [
+                f"{s.spec.tag} {s.spec.task_type} at {s.at:.1f}s: {s.status or ''} {s.detail}"
+                for s in ledger.submissions()
+                if s.outcome == ERROR
+            ][:20],
         },
         "outcomes": dict(sorted(outcome.result.outcomes.items())),
         "outcomes_by_type": {
