@@ -272,6 +272,7 @@ def run_campaign(config: CampaignConfig, emulators: Emulators | None = None) -> 
                 _recent_picker(ledger),
                 seed=config.seed,
                 reads_per_second=config.watch_reads_per_second,
+                started=started,
             )
         )
         memory_limit = (

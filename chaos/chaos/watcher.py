@@ -33,12 +33,14 @@ class RecordWatcher:
         seed: int,
         reads_per_second: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        started: float | None = None,
     ) -> None:
         self.store = store
         self.pick = pick
         self.interval = 1.0 / reads_per_second
         self.clock = clock
-        self.started = clock()
+        # Sightings say when, in seconds after this moment (the campaign's start).
+        self.started = started if started is not None else clock()
         self._rng = random.Random(f"{seed}:watcher")
         self._lock = threading.Lock()
         self._last: dict[str, Observation] = {}
