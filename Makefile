@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-python-emulator pubsub-system-tests lint format bench clean
+.PHONY: install browser run test test-python-emulator pubsub-system-tests chaos lint format bench clean
 
 # Your task modules (tasks/) are importable by name, as in the images.
 export PYTHONPATH := $(CURDIR)/tasks$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -55,6 +55,27 @@ test-python-emulator: install
 # the tests' own waits, so not part of `make test`.
 pubsub-system-tests: install
 	$(BIN)/python -m devstack.pubsub_system_tests
+
+# The fault campaign (chaos/, README "Fault campaign"): CHAOS_TASKS tasks accepted through the
+# API under at least CHAOS_FAULTS seeded faults, checked task by task; on our Pub/Sub emulator,
+# then on Google's where installed, up to 20 minutes each. Reports: bench/results/chaos-*.json;
+# logs and a dossier per violating task: .cache/chaos/<emulator>-seed<seed>/. Fails if either
+# run finds a violation (both still run).
+CHAOS_SEED ?= 1
+CHAOS_TASKS ?= 10000
+CHAOS_FAULTS ?= 200
+chaos: install
+	@status=0; for emulator in python google; do \
+	  if [ $$emulator = google ] && ! $(BIN)/python -c "$$HAS_GOOGLE_PUBSUB"; then \
+	    echo "== Google's Pub/Sub emulator is not installed: its campaign is skipped"; continue; \
+	  fi; \
+	  echo "== chaos campaign on the $$emulator Pub/Sub emulator"; \
+	  rm -rf .cache/chaos/$$emulator-seed$(CHAOS_SEED); \
+	  $(BIN)/python -m chaos run --seed $(CHAOS_SEED) --tasks $(CHAOS_TASKS) \
+	    --faults $(CHAOS_FAULTS) --emulator $$emulator \
+	    --log-dir .cache/chaos/$$emulator-seed$(CHAOS_SEED) \
+	    --report bench/results/chaos-$$emulator.json || status=1; \
+	done; exit $$status
 
 bench: install
 	$(BIN)/python bench/run_all.py

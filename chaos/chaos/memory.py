@@ -131,13 +131,19 @@ class CgroupMemory(MemoryControl):
         return int((box.cgroup / self.layout.usage_file).read_text())
 
     def set_limit(self, box: MemoryBox, limit_bytes: int) -> None:
-        self._write(box.cgroup / self.layout.limit_file, str(limit_bytes))
-        # Without this, a machine with swap would page the execution out instead of killing it.
+        # Without the swap limit, a machine with swap would page the execution out instead of
+        # killing it. v1 keeps memory <= memory+swap at every write (EINVAL otherwise), so a
+        # limit that rises (a second fault on one execution) raises memory+swap first.
         swap = box.cgroup / self.layout.swap_limit_file
-        if swap.exists():
-            value = str(limit_bytes) if self.layout is CGROUP_V1 else "0"
+        swap_value = str(limit_bytes) if self.layout is CGROUP_V1 else "0"
+        rising = box.limit_bytes is not None and limit_bytes > box.limit_bytes
+        if rising and self.layout is CGROUP_V1 and swap.exists():
             with contextlib.suppress(OSError):
-                self._write(swap, value)
+                self._write(swap, swap_value)
+        self._write(box.cgroup / self.layout.limit_file, str(limit_bytes))
+        if swap.exists():
+            with contextlib.suppress(OSError):
+                self._write(swap, swap_value)
         box.limit_bytes = limit_bytes
 
     def oom_killed(self, box: MemoryBox) -> bool:

@@ -218,7 +218,13 @@ class _Stream:
         elif item is _Marker.EOF:
             self.ended = True
             if transport.can_write_eof():
-                transport.write_eof()
+                try:
+                    transport.write_eof()
+                except OSError:
+                    # The peer is gone already (ENOTCONN: reset before we saw it): nothing
+                    # more can reach it, so drop the socket as a reset would have.
+                    self.sink.abort(reset=False)
+                    return
             if self.connection.both_ended():
                 # Each peer has sent FIN and heard the other's: nothing more can flow.
                 self.connection.client.transport.close()

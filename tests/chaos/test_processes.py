@@ -174,6 +174,25 @@ def test_a_standing_memory_limit_kills_an_execution_that_outgrows_it(control):
     assert group is None or not group.exists()  # its cgroups are removed at stop
 
 
+@pytest.mark.skipif(not cgroups_available(), reason="no writable memory cgroup")
+def test_a_second_higher_memory_limit_on_one_execution_takes_effect():
+    # Two memory-limit faults on one execution: the second limit is above the first.
+    control = memory_control("cgroup")
+    try:
+        box = control.prepare("twice-limited")
+        try:
+            control.set_limit(box, 64 * MIB)
+            control.set_limit(box, 128 * MIB)
+            control.set_limit(box, 96 * MIB)
+            limit = int((box.cgroup / control.layout.limit_file).read_text())
+        finally:
+            control.release(box)
+    finally:
+        control.close()
+
+    assert limit == 96 * MIB
+
+
 def test_cgroup_memory_refuses_to_start_without_cgroups_only_when_asked(monkeypatch):
     monkeypatch.setattr("chaos.memory.find_memory_cgroup", lambda *_: None)
     with pytest.raises(OSError):
