@@ -82,6 +82,23 @@ class UploadStored(BaseModel):
     content_type: str
 
 
+class OutputInfo(BaseModel):
+    """One output of a succeeded task."""
+
+    name: str = Field(description="Its name within the task's outputs (may contain '/').")
+    size: int | None = Field(description="Bytes.")
+    content_type: str | None
+    uri: str = Field(description="gs:// URI of the object, at the generation the task wrote.")
+    url: str = Field(description="API path of its content: GET it with the same key.")
+
+
+class TaskOutputs(BaseModel):
+    """GET /tasks/{task_id}/outputs: the outputs of a succeeded task."""
+
+    task_id: str
+    outputs: list[OutputInfo]
+
+
 class Health(BaseModel):
     """Liveness."""
 
@@ -101,6 +118,7 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     BatchAccepted,
     TaskTypeList,
     TaskStatus,
+    TaskOutputs,
     UploadStored,
     Health,
     Ready,

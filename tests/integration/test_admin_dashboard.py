@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from background_worker.worker import drain_subscription
-from devstack.emulators import free_port
-from task_api import close_app, create_app
 from tests.integration.dlq_helpers import dlq_task_ids, seed_dead_letters
 from tests.integration.helpers import publish_tasks, status_of, upload
+from tests.integration.served_app import served_api
 
 pytestmark = pytest.mark.integration
 
@@ -83,18 +80,8 @@ def browser(chromium, tmp_path, artifacts_dir):
 @pytest.fixture
 def api_url(pipeline):
     """The API with an admin key, served on a free loopback port for the test's duration."""
-    settings = pipeline.replace(admin_api_keys=frozenset({ADMIN_KEY}))
-    app = create_app(settings)
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="api-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-        close_app(app)
+    with served_api(pipeline.replace(admin_api_keys=frozenset({ADMIN_KEY}))) as url:
+        yield url
 
 
 def test_dashboard_replays_a_dead_letter_that_then_succeeds(
