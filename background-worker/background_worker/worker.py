@@ -32,6 +32,7 @@ from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, storage_retry, subscriber_client
 from taskcore.errors import InfrastructureError
 from taskcore.events import Event
+from taskcore.journal import Journal, writer_name
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore, utcnow
@@ -97,7 +98,10 @@ class Worker:
         self.bucket = make_bucket(settings, self.storage)
         self.publisher = publisher or Publisher(settings)
         self.retry = storage_retry(settings)
-        self.status = StatusStore(self.bucket, retry=self.retry)
+        # Every record this execution writes is journaled for the dashboard (taskcore.journal).
+        self.journal = Journal(self.bucket, writer_name("worker", settings.cloud_run_execution))
+        self.journal.start()
+        self.status = StatusStore(self.bucket, retry=self.retry, on_written=self.journal.written)
         self.settler = Settler(self.subscriber, settings.subscription_path)
         self.leases = LeaseKeeper(self.settler, settings.ack_deadline_seconds)
         self.claims = ClaimKeeper(self.status, settings.claim_seconds)
@@ -286,6 +290,7 @@ class Worker:
     def close(self) -> None:
         """Send queued acks, then release the clients."""
         self.settler.close()
+        self.journal.close()
         self.publisher.close()
         self.subscriber.close()
 

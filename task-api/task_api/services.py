@@ -23,6 +23,7 @@ from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
 from task_api.sign_in_throttle import SignInThrottle
 from task_api.status_sink import status_sink
 from taskcore.clients import storage_client
+from taskcore.journal import Journal, ProcessJournal, writer_name
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.tasks import TaskRegistry
@@ -103,16 +104,19 @@ class ApiServices:
     readiness: TopicProbe
     admin_sessions: AdminSessions
     sign_in_throttle: SignInThrottle
+    journal: ProcessJournal
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
         """Services on these clients; nothing connects until first use."""
+        journal = ProcessJournal(lambda: Journal(clients.bucket, writer_name("api")))
         return cls(
             settings=settings,
             registry=registry,
             clients=clients,
             queued_records=QueuedRecords(
-                lambda: status_sink(clients.storage, clients.bucket, status_write_retry())
+                lambda: status_sink(clients.storage, clients.bucket, status_write_retry()),
+                on_written=journal.written,
             ),
             idempotency=IdempotencyStore(
                 lambda: clients.bucket, publish_timeout=settings.publish_timeout_seconds
@@ -120,11 +124,13 @@ class ApiServices:
             readiness=TopicProbe(clients.check_topic),
             admin_sessions=AdminSessions(lambda: clients.bucket),
             sign_in_throttle=SignInThrottle(),
+            journal=journal,
         )
 
     def close(self) -> None:
-        """Stop the record writers, then flush and stop the publisher."""
+        """Stop the record writers and flush the journal, then flush and stop the publisher."""
         self.queued_records.close()
+        self.journal.close()
         self.clients.close()
 
 

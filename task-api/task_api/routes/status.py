@@ -55,7 +55,13 @@ def task_status(task_id: str) -> tuple[Response, int, dict[str, str]]:
 def cancel_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
     """Cancel a task: 200 cancelled (it had not started), 202 (it runs, and is asked to stop
     at its next check), 409 when it already finished, 404 when unknown."""
-    store = StatusStore(services().clients.bucket, retry=_READ_RETRY, timeout=READ_TIMEOUT_SECONDS)
+    api = services()
+    store = StatusStore(
+        api.clients.bucket,
+        retry=_READ_RETRY,
+        timeout=READ_TIMEOUT_SECONDS,
+        on_written=api.journal.written,
+    )
     try:
         done = store.transition(checked_task_id(task_id), request_cancel(utcnow()))
     except (gexc.GoogleAPIError, requests.RequestException, StatusConflictError) as exc:
