@@ -7,8 +7,10 @@ Nothing is created when the app is built, so gunicorn forks before any channel e
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from task_api.queued_records import QueuedRecords
 from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
 from task_api.sign_in_throttle import SignInThrottle
 from task_api.status_sink import status_sink
+from taskcore.backlog import BacklogReader
 from taskcore.clients import storage_client
 from taskcore.journal import Journal, ProcessJournal, writer_name
 from taskcore.publishing import Publisher
@@ -92,6 +95,30 @@ class LazyClients:
             close()
 
 
+class ReadPool:
+    """Threads for parallel storage reads, made on first use in the serving process."""
+
+    THREADS = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="admin-read")
+                self._pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class ApiServices:
     """Everything a request handler needs besides the request itself."""
@@ -105,6 +132,9 @@ class ApiServices:
     admin_sessions: AdminSessions
     sign_in_throttle: SignInThrottle
     journal: ProcessJournal
+    # The dashboard's reads: record pages in parallel, and the subscriptions' backlog.
+    reads: ReadPool
+    backlog: BacklogReader
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
@@ -125,12 +155,15 @@ class ApiServices:
             admin_sessions=AdminSessions(lambda: clients.bucket),
             sign_in_throttle=SignInThrottle(),
             journal=journal,
+            reads=ReadPool(),
+            backlog=BacklogReader(settings),
         )
 
     def close(self) -> None:
         """Stop the record writers and flush the journal, then flush and stop the publisher."""
         self.queued_records.close()
         self.journal.close()
+        self.reads.close()
         self.clients.close()
 
 

@@ -166,7 +166,15 @@ METHOD_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "run.jobs.run": frozenset({"run.jobs.run"}),
     # Cloud Run resolves a `secret_key_ref` env var as the revision's service account.
     "secretmanager.versions.access": frozenset({"secretmanager.versions.access"}),
+    # Cloud Monitoring API v3 projects.timeSeries.list (the dashboard's Pub/Sub backlog).
+    "monitoring.timeSeries.list": frozenset({"monitoring.timeSeries.list"}),
 }
+
+# Permissions that exist only on the project (no finer resource has an IAM policy for them):
+# the one case where infra/iam.tf grants on the project, through a custom role holding these.
+PROJECT_ONLY_PERMISSIONS = frozenset({"monitoring.timeSeries.list"})
+# How a call on the project (GOOGLE_CLOUD_PROJECT) and a grant on it are addressed.
+PROJECT_ADDRESS = "var.project_id"
 
 
 @dataclass(frozen=True, order=True)
@@ -213,6 +221,8 @@ CALLS: Mapping[str, frozenset[Call]] = {
         | _calls(f"{_PUBSUB}.Subscriber/GetSubscription", on="DLQ_SUBSCRIPTION_NAME")
         # Uploads, status records, idempotency records, DLQ archives and audit records.
         | _calls(*_OBJECTS, on="BUCKET_NAME")
+        # The dashboard's backlog per subscription, from Pub/Sub's metrics (taskcore.backlog).
+        | _calls("monitoring.timeSeries.list", on="GOOGLE_CLOUD_PROJECT")
     ),
     "worker": frozenset(
         _calls(*_CONSUME, on="SUBSCRIPTION_NAME")

@@ -244,6 +244,7 @@ def grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
         "google_cloud_run_v2_job_iam_member": "name",
         "google_cloud_run_v2_service_iam_member": "name",
         "google_secret_manager_secret_iam_member": "secret_id",
+        "google_project_iam_member": "project",
     }
     grants: dict[str, set[tuple[str, str]]] = {}
     for (rtype, _), body in tf.resources.items():
@@ -260,7 +261,8 @@ def grants_by_account(tf: Terraform) -> dict[str, set[tuple[str, str]]]:
         elif expression(target) == "each.value":
             refs = {("var", v) for v in var_refs(body.get("for_each"))}
         else:
-            refs = resource_refs(target)
+            # A grant on the project names it by variable: "var.project_id".
+            refs = resource_refs(target) or {("var", v) for v in var_refs(target)}
         for account in accounts:
             for ref_type, ref_name in refs:
                 grants.setdefault(account, set()).add((body["role"], f"{ref_type}.{ref_name}"))

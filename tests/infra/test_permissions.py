@@ -11,7 +11,7 @@ the code's real traffic.
 from __future__ import annotations
 
 import pytest
-from iam_contract import CALLS, METHOD_PERMISSIONS, ROLE_PERMISSIONS, Call
+from iam_contract import CALLS, METHOD_PERMISSIONS, PROJECT_ADDRESS, ROLE_PERMISSIONS, Call
 from infra_contract import (
     Terraform,
     block,
@@ -20,12 +20,15 @@ from infra_contract import (
     resource_refs,
     runtime_account,
     runtime_container,
+    var_refs,
 )
 
 
 def resource_address(tf: Terraform, component: str, env_var: str) -> str:
     """The Terraform resource an env var of the component's container names."""
     kind, value = tf.container_env(runtime_container(tf, component))[env_var]
+    if kind == "plain" and var_refs(value) == {"project_id"} and not resource_refs(value):
+        return PROJECT_ADDRESS
     refs = resource_refs(value)
     assert kind == "plain" and len(refs) == 1, f"{env_var} does not name one resource: {value}"
     rtype, name = refs.pop()
@@ -87,12 +90,23 @@ def granted(tf: Terraform) -> dict[str, dict[str, set[str]]]:
     out: dict[str, dict[str, set[str]]] = {}
     for account, grants in grants_by_account(tf).items():
         for role, address in grants:
-            assert role in ROLE_PERMISSIONS, (
-                f"{role} is granted but iam_contract.ROLE_PERMISSIONS does not list its "
-                "permissions: add them from Google's reference"
+            out.setdefault(account, {}).setdefault(address, set()).update(
+                role_permissions(tf, role)
             )
-            out.setdefault(account, {}).setdefault(address, set()).update(ROLE_PERMISSIONS[role])
     return out
+
+
+def role_permissions(tf: Terraform, role: str) -> frozenset[str]:
+    """A predefined role's permissions (iam_contract), or a custom role's (its Terraform)."""
+    custom = {n for t, n in resource_refs(role) if t == "google_project_iam_custom_role"}
+    if custom:
+        (name,) = custom
+        return frozenset(tf.resources[("google_project_iam_custom_role", name)]["permissions"])
+    assert role in ROLE_PERMISSIONS, (
+        f"{role} is granted but iam_contract.ROLE_PERMISSIONS does not list its "
+        "permissions: add them from Google's reference"
+    )
+    return ROLE_PERMISSIONS[role]
 
 
 def missing_permissions(needs, grants) -> list[str]:
@@ -127,7 +141,7 @@ def test_no_account_holds_a_role_none_of_its_calls_needs(tf: Terraform):
         f"{account}: {role} on {address}"
         for account, grants in sorted(grants_by_account(tf).items())
         for role, address in sorted(grants)
-        if not ROLE_PERMISSIONS[role] & needs.get(account, {}).get(address, set())
+        if not role_permissions(tf, role) & needs.get(account, {}).get(address, set())
     ]
     assert not unused, "grants no call needs (least privilege):\n  " + "\n  ".join(unused)
 

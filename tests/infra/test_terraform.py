@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from iam_contract import PROJECT_ONLY_PERMISSIONS
 from infra_contract import (
     INFRA,
     PLATFORM_PROVIDED,
@@ -259,13 +260,20 @@ def test_no_public_invoker_by_default(tf: Terraform):
 
 
 def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
-    for rtype in (
-        "google_project_iam_member",
-        "google_project_iam_binding",
-        "google_project_iam_policy",
-    ):
-        assert not tf.of_type(rtype), (
-            f"{rtype}: grant on the topic, subscription, bucket or job instead"
+    for rtype in ("google_project_iam_binding", "google_project_iam_policy"):
+        assert not tf.of_type(rtype), f"{rtype}: grant on the resource instead"
+    # On the project only what exists only there, through a custom role holding just that.
+    for name, grant in tf.of_type("google_project_iam_member").items():
+        roles = {
+            n for t, n in resource_refs(grant["role"]) if t == "google_project_iam_custom_role"
+        }
+        assert len(roles) == 1, f"google_project_iam_member.{name}: grant on the resource instead"
+        permissions = set(
+            tf.resources[("google_project_iam_custom_role", roles.pop())]["permissions"]
+        )
+        assert permissions <= PROJECT_ONLY_PERMISSIONS, (
+            f"google_project_iam_member.{name} grants {permissions - PROJECT_ONLY_PERMISSIONS} "
+            "on the project: grant on the topic, subscription, bucket or job instead"
         )
     broad = {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/pubsub.editor",
              "roles/storage.admin", "roles/run.admin", "roles/iam.serviceAccountUser"}  # fmt: skip
