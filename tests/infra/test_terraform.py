@@ -293,7 +293,23 @@ def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
         if block(rule, "action")["type"] == "Delete"
         for prefix in block(rule, "condition").get("matches_prefix", [])
     }
-    assert {"uploads/", "dlq-archive/", "idempotency/", "status/"} <= prefixes
+    assert {"uploads/", "dlq-archive/", "idempotency/", "status/", "journal/", "stats/"} <= prefixes
+
+
+@pytest.mark.parametrize(
+    ("prefix", "variable"),
+    [("journal/", "journal_retention_days"), ("stats/", "stats_retention_days")],
+)
+def test_the_dashboard_index_expires_by_its_own_retention_variable(tf: Terraform, prefix, variable):
+    _, bucket = tf.one("google_storage_bucket")
+    (rule,) = [
+        r
+        for r in bucket["lifecycle_rule"]
+        if block(r, "condition").get("matches_prefix") == [prefix]
+    ]
+    assert var_refs(block(rule, "condition")["age"]) == {variable}
+    assert block(rule, "action")["type"] == "Delete"
+    assert 1 <= tf.default(variable) <= tf.default("status_retention_days")
 
 
 def test_status_records_outlive_every_copy_of_their_message(tf: Terraform):
