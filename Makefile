@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-python-emulator pubsub-system-tests lint format bench clean
+.PHONY: install browser run clean-data test test-python-emulator pubsub-system-tests lint format bench clean
 
 export HAS_GOOGLE_PUBSUB = from devstack.emulators.google_pubsub import find_google_pubsub_emulator as f; raise SystemExit(f() is None)
 
@@ -22,8 +22,14 @@ $(STAMP): pyproject.toml
 browser:
 	bash scripts/install-browser.sh || echo "chromium not installed: the browser test will skip"
 
+# Exits non-zero when the stack cannot start (a busy port, say) or its API dies.
 run: install
 	$(BIN)/taskctl dev
+
+# `make run` keeps topics, messages and objects in .local/data across restarts; this wipes
+# them (and .local/logs). Refused while the stack runs.
+clean-data: install
+	$(BIN)/python -m devstack.clean_data
 
 lint: install
 	$(BIN)/ruff check .

@@ -112,7 +112,10 @@ class EmulatorProcess:
 
 
 def spawn(
-    argv: list[str], log_path: str | None, env: dict[str, str] | None = None
+    argv: list[str],
+    log_path: str | None,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen:
     """Start argv in a new process group, its output to log_path (or discarded)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -124,6 +127,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
     finally:
         if log_path:
