@@ -11,6 +11,7 @@ from taskcore.client import TaskClient
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.errors import TaskConflictError, TaskNotFoundError
+from taskcore.status import OutputRef, StatusStore, TaskState, TaskStatus
 from tests.integration.helpers import outputs_of, publish_tasks, status_of, upload
 from tests.integration.served_app import served_api
 
@@ -149,3 +150,34 @@ def test_task_client_lists_and_downloads_outputs(keyed, pipeline, succeeded):
 
     assert downloaded == outputs_of(pipeline, succeeded)
     assert all(o.url.startswith(url + "/tasks/") for o in listed)
+
+
+def test_output_names_with_folders_and_odd_characters_round_trip(keyed, pipeline):
+    name = "reports/q1 summary?#%.csv"
+    task_id = "odd-names-task"
+    bucket = make_bucket(pipeline, storage_client(pipeline))
+    blob = bucket.blob(f"outputs/{task_id}/run-1/{name}")
+    blob.upload_from_string(b"a,b\n1,2\n", content_type="text/csv", if_generation_match=0)
+    StatusStore(bucket).create(
+        TaskStatus(
+            task_id=task_id,
+            task_type="data_transformation",
+            state=TaskState.SUCCEEDED,
+            outputs=[
+                OutputRef(
+                    name=name,
+                    uri=f"gs://{pipeline.bucket_name}/{blob.name}",
+                    size=8,
+                    content_type="text/csv",
+                    generation=blob.generation,
+                )
+            ],
+        )
+    )
+
+    with served_api(keyed) as url, TaskClient(url, api_key=SUBMIT_KEY, retries=0) as tasks:
+        (listed,) = tasks.outputs(task_id)
+        content = tasks.download(task_id, name)
+
+    assert listed.name == name and listed.url.endswith("/reports/q1%20summary%3F%23%25.csv")
+    assert content == b"a,b\n1,2\n"
