@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
+from dlq_replay import fresh_settings
 
 from devstack.emulators import free_port, start_gcs_emulator, start_pubsub_emulator
 from taskcore.bootstrap import bootstrap
@@ -233,17 +234,8 @@ def main() -> int:
         start_gcs_emulator(log_path=str(logs / "gcs.log")) as gcs,
     ):
         os.environ.update({**pubsub.env, **gcs.env})
-        suffix = uuid.uuid4().hex[:8]
-        settings = Settings(
-            project_id="bench-project",
-            topic_name=f"tasks-{suffix}",
-            subscription_name=f"tasks-{suffix}-worker",
-            dlq_topic_name=f"tasks-{suffix}-dlq",
-            dlq_subscription_name=f"tasks-{suffix}-dlq-sub",
-            bucket_name=f"bench-{suffix}",
-            pubsub_emulator_host=pubsub.env_value,
-            storage_emulator_host=gcs.env_value,
-            monitoring_emulator_host=pubsub.env.get("MONITORING_EMULATOR_HOST"),
+        settings = fresh_settings().replace(
+            monitoring_emulator_host=pubsub.env.get("MONITORING_EMULATOR_HOST")
         )
         bootstrap(settings)
         print(f"seeding {args.tasks:,} tasks over {args.hours:g} h …", flush=True)
