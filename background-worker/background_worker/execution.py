@@ -32,12 +32,15 @@ class ExitCode(enum.IntEnum):
 
 
 def summary_fields(fields: dict) -> dict:
-    """The summary line's fields: those its event promises always, the other counts when not 0.
+    """The summary line's fields; an idle execution's only those its event always carries.
 
-    An idle execution runs every few minutes; its line stays short.
+    An idle execution runs every few minutes, and every other count of it is 0: its line
+    stays short. An execution that received anything reports every count.
     """
+    if fields["received"]:
+        return fields
     kept = EVENT_FIELDS[Event.EXECUTION_SUMMARY] | {"event"}
-    return {k: v for k, v in fields.items() if k in kept or v != 0}
+    return {k: v for k, v in fields.items() if k in kept}
 
 
 def summary_message(fields: dict) -> str:

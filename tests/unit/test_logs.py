@@ -90,11 +90,11 @@ def test_an_idle_execution_is_one_short_line_with_the_summary_fields(lines, monk
     assert line["message"] == "execution done: no tasks (idle after 3.004s)"
     assert line["event"] == "execution_summary" and line["stop_reason"] == "idle"
     assert {"received", "processed", "failed", "dead_lettered", "duration_seconds"} <= set(line)
-    assert "duplicates" not in line and "abandoned" not in line, "zero extras are left out"
+    assert "duplicates" not in line and "abandoned" not in line, "an idle run's zeros are left out"
     assert len(json.dumps(line)) < 300
 
 
-def test_a_busy_execution_names_its_counts_and_keeps_non_zero_extras(lines, monkeypatch):
+def test_a_busy_execution_names_its_counts_and_reports_every_count(lines, monkeypatch):
     busy = ExecutionSummary(received=4, stop_reason="idle", duration_seconds=2.0)
     busy.outcomes.update(succeeded=2, duplicate=1, retried=1)
     monkeypatch.setattr("background_worker.worker.drain_subscription", lambda *a, **k: busy)
@@ -106,3 +106,4 @@ def test_a_busy_execution_names_its_counts_and_keeps_non_zero_extras(lines, monk
     (line,) = lines()
     assert line["message"] == "execution done: 2 processed, 1 failed, 0 dead-lettered (idle)"
     assert line["duplicates"] == 1 and line["processed"] == 2
+    assert line["abandoned"] == 0 and line["cancelled"] == 0, "every count, zeros included"
