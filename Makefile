@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-python-emulator pubsub-system-tests chaos lint format bench clean
+.PHONY: install browser run clean-data test test-python-emulator pubsub-system-tests chaos lint format bench clean
 
 # Your task modules (tasks/) are importable by name, as in the images.
 export PYTHONPATH := $(CURDIR)/tasks$(if $(PYTHONPATH),:$(PYTHONPATH))
@@ -25,8 +25,14 @@ $(STAMP): pyproject.toml
 browser:
 	bash scripts/install-browser.sh || echo "chromium not installed: the browser test will skip"
 
+# Exits non-zero when the stack cannot start (a busy port, say) or its API dies.
 run: install
 	$(BIN)/taskctl dev
+
+# `make run` keeps topics, messages and objects in .local/data across restarts; this wipes
+# them (and .local/logs). Refused while the stack runs.
+clean-data: install
+	$(BIN)/python -m devstack.clean_data
 
 lint: install
 	$(BIN)/ruff check .

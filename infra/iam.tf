@@ -1,6 +1,7 @@
 # Identities and grants. Every grant is on one resource (topic, subscription, bucket, job,
-# service, secret; a per-queue grant on each queue's), never on the project, except the API's
-# read of queue backlogs: Cloud Monitoring grants only on a project (below).
+# service, secret; a per-queue grant on each queue's), never on the project, except the one
+# permission that exists only there: reading Pub/Sub's metrics for the dashboard's backlog (a
+# custom role holding monitoring.timeSeries.list and nothing else).
 # tests/infra/test_permissions.py maps every API call the API, the workers and the scheduler
 # make to its IAM permission and checks these grants cover it, and that none is granted
 # without a call that needs it.
@@ -125,6 +126,26 @@ resource "google_cloud_run_v2_job_iam_member" "api_views_queue_jobs" {
   name     = google_cloud_run_v2_job.worker[each.key].name
   role     = "roles/run.viewer"
   member   = google_service_account.api.member
+}
+
+# The dashboard's backlog per subscription is Pub/Sub's own count, which only Cloud
+# Monitoring has (projects.timeSeries.list). Time series belong to the project, so this grant
+# is on the project; the role holds that one read, where roles/monitoring.viewer would also
+# read every dashboard, alert policy and uptime check.
+resource "google_project_iam_custom_role" "metrics_reader" {
+  project     = var.project_id
+  role_id     = "taskPipelineMetricsReader"
+  title       = "Task pipeline metrics reader"
+  description = "Reads time series: the admin dashboard's Pub/Sub backlog."
+  permissions = ["monitoring.timeSeries.list"]
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_project_iam_member" "api_metrics_reader" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.metrics_reader.name
+  member  = google_service_account.api.member
 }
 
 resource "google_secret_manager_secret_iam_member" "api_secrets" {

@@ -1,4 +1,5 @@
-# The bucket: uploads, outputs, status records and the dead-letter archive.
+# The bucket: uploads, outputs, status records, the transition journal and writers' stats,
+# and the dead-letter archive.
 
 resource "google_storage_bucket" "tasks" {
   project  = var.project_id
@@ -44,6 +45,31 @@ resource "google_storage_bucket" "tasks" {
     }
   }
 
+  # The transition journal: the dashboard pages through its newest objects only; older ones
+  # go with the status records they point to (each object is written once, so its age counts
+  # from the flush that wrote it).
+  lifecycle_rule {
+    condition {
+      age            = var.journal_retention_days
+      matches_prefix = ["journal/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # Per-writer stats: the overview reads the last two hours; a writer overwrites its own
+  # object while it lives, so this removes the objects of writers long gone.
+  lifecycle_rule {
+    condition {
+      age            = var.stats_retention_days
+      matches_prefix = ["stats/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   # Idempotency-Key records only need to outlive a client's retries.
   lifecycle_rule {
     condition {
@@ -78,4 +104,11 @@ resource "google_storage_bucket" "tasks" {
   }
 
   depends_on = [google_project_service.enabled]
+}
+
+check "journal_outlives_no_record" {
+  assert {
+    condition     = var.journal_retention_days <= var.status_retention_days
+    error_message = "journal_retention_days (${var.journal_retention_days}) exceeds status_retention_days (${var.status_retention_days}): the dashboard's task list will page through entries whose records are gone (it skips them, at a cost)."
+  }
 }

@@ -174,6 +174,28 @@ variable "idempotency_retention_days" {
   default     = 1
 }
 
+variable "journal_retention_days" {
+  description = "Transition journal objects (journal/: what the dashboard's task list pages through) are deleted this many days after they were written. Tasks older than this drop out of the list but stay readable by id while their status record lives; keeping it at most status_retention_days means the list never names a task whose record is gone for long."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.journal_retention_days >= 1
+    error_message = "Cloud Storage lifecycle ages count whole days: at least 1."
+  }
+}
+
+variable "stats_retention_days" {
+  description = "Per-writer stats objects (stats/: the dashboard's last hour, one per API process and worker execution) are deleted this many days after their last write. The dashboard reads only the last two hours."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.stats_retention_days >= 1
+    error_message = "Cloud Storage lifecycle ages count whole days: at least 1."
+  }
+}
+
 variable "bucket_force_destroy" {
   description = "Let `terraform destroy` delete the bucket with its objects. Keep false in production."
   type        = bool

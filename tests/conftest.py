@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.emulators.process import temporary_env
+from devstack.emulators.process import temporary_environ
 from taskcore.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -30,10 +30,7 @@ def artifacts_dir() -> Path:
 @contextlib.contextmanager
 def running_emulator(start, log_path: Path):
     """Start an emulator, point its environment variable at it, and undo both at the end."""
-    with (
-        start(log_path=str(log_path)) as emulator,
-        temporary_env(emulator.env_var, emulator.env_value),
-    ):
+    with start(log_path=str(log_path)) as emulator, temporary_environ(emulator.env):
         yield emulator
 
 
@@ -73,6 +70,7 @@ def make_test_settings(**overrides) -> Settings:
         claim_seconds=5,
         worker_concurrency=8,
         pubsub_emulator_host=os.environ.get("PUBSUB_EMULATOR_HOST"),
+        monitoring_emulator_host=os.environ.get("MONITORING_EMULATOR_HOST"),
         storage_emulator_host=os.environ.get("STORAGE_EMULATOR_HOST"),
     )
     values.update(overrides)

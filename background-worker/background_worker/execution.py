@@ -15,7 +15,7 @@ import sys
 import threading
 
 from taskcore.errors import ConfigurationError, InfrastructureError
-from taskcore.events import Event
+from taskcore.events import EVENT_FIELDS, Event
 from taskcore.logs import configure_logging
 from taskcore.settings import Settings
 from taskcore.tasks import load_task_modules
@@ -29,6 +29,28 @@ class ExitCode(enum.IntEnum):
     OK = 0
     INFRASTRUCTURE_UNAVAILABLE = 2
     BAD_CONFIGURATION = 3
+
+
+def summary_fields(fields: dict) -> dict:
+    """The summary line's fields; an idle execution's only those its event always carries.
+
+    An idle execution runs every few minutes, and every other count of it is 0: its line
+    stays short. An execution that received anything reports every count.
+    """
+    if fields["received"]:
+        return fields
+    kept = EVENT_FIELDS[Event.EXECUTION_SUMMARY] | {"event"}
+    return {k: v for k, v in fields.items() if k in kept}
+
+
+def summary_message(fields: dict) -> str:
+    """What the execution did, in a few words."""
+    if not fields["received"]:
+        return f"execution done: no tasks ({fields['stop_reason']} after {fields['duration_seconds']:g}s)"
+    return (
+        f"execution done: {fields['processed']} processed, {fields['failed']} failed, "
+        f"{fields['dead_lettered']} dead-lettered ({fields['stop_reason']})"
+    )
 
 
 def install_shutdown_handlers(shutdown: threading.Event) -> None:
@@ -65,14 +87,8 @@ def run_execution(settings: Settings | None = None) -> ExitCode:
             "execution failed: %s", exc, extra={"json_fields": {"event": Event.EXECUTION_FAILED}}
         )
         return ExitCode.INFRASTRUCTURE_UNAVAILABLE
-    fields = summary.as_fields()
-    log.info(
-        "execution done: %d processed, %d failed, %d dead-lettered",
-        fields["processed"],
-        fields["failed"],
-        fields["dead_lettered"],
-        extra={"json_fields": fields},
-    )
+    fields = summary_fields(summary.as_fields())
+    log.info(summary_message(fields), extra={"json_fields": fields})
     if summary.abandoned:
         # Threads still stuck in a handler must not hold the process past Cloud Run's
         # grace period; their messages were nacked and writes after cancel are refused.

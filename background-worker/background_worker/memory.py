@@ -88,7 +88,8 @@ class MemoryBudget:
             if limit is None:
                 limit, source = machine_memory(), "machine memory"
         budget = cls(limit, resident_bytes())
-        log.info(
+        # Every execution, idle ones included, would print it: DEBUG (LOG_LEVEL=DEBUG shows it).
+        log.debug(
             "memory budget %d MiB (%s), %d MiB usable by tasks",
             limit // MIB,
             source,

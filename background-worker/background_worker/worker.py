@@ -35,6 +35,7 @@ from taskcore.clients import storage_client, storage_retry, subscriber_client
 from taskcore.demand import DemandStore
 from taskcore.errors import InfrastructureError
 from taskcore.events import Event
+from taskcore.journal import Journal, writer_name
 from taskcore.publishing import Publisher
 from taskcore.schedule import ScheduleStore
 from taskcore.settings import Settings
@@ -105,7 +106,10 @@ class Worker:
         self.bucket = make_bucket(settings, self.storage)
         self.publisher = publisher or Publisher(settings)
         self.retry = storage_retry(settings)
-        self.status = StatusStore(self.bucket, retry=self.retry)
+        # Every record this execution writes is journaled for the dashboard (taskcore.journal).
+        self.journal = Journal(self.bucket, writer_name("worker", settings.cloud_run_execution))
+        self.journal.start()
+        self.status = StatusStore(self.bucket, retry=self.retry, on_written=self.journal.written)
         self.demand = DemandStore(self.bucket, retry=self.retry)
         self._last_pull_started: datetime | None = None
         self.wakeups = self.lag = None
@@ -317,6 +321,7 @@ class Worker:
     def close(self) -> None:
         """Send queued acks, then release the clients."""
         self.settler.close()
+        self.journal.close()
         self.publisher.close()
         self.subscriber.close()
 

@@ -26,14 +26,26 @@ def _settings() -> Settings:
 
 
 # Commands that never touch a task type, so a broken task module does not stop them.
-_NO_TASK_MODULES = frozenset({"emulator", "settings", "tasks", "submit"})
+_NO_TASK_MODULES = frozenset({"emulator", "settings", "tasks", "submit", "dev"})
+# Commands that start their own emulators rather than use a running local stack.
+_OWN_STACK = frozenset({"dev", "emulator"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.pass_context
 def main(ctx: click.Context) -> None:
-    """Operate the Pub/Sub task pipeline."""
-    if ctx.invoked_subcommand in _NO_TASK_MODULES or ctx.resilient_parsing:
+    """Operate the Pub/Sub task pipeline.
+
+    Run from a checkout where `make run` is running, every command uses that local stack
+    (found in .local/stack.json) unless an emulator or another project is set explicitly.
+    """
+    if ctx.resilient_parsing:
+        return
+    if ctx.invoked_subcommand not in _OWN_STACK:
+        from taskctl.local import use_running_local_stack
+
+        use_running_local_stack()
+    if ctx.invoked_subcommand in _NO_TASK_MODULES:
         return
     from taskcore.errors import ConfigurationError
     from taskcore.tasks import load_task_modules
@@ -63,12 +75,15 @@ def bootstrap() -> None:
 @main.command()
 @click.option("--host", envvar="HOST", default="0.0.0.0", help="Interface to bind.")
 @click.option("--port", envvar="PORT", type=int, default=None, help="Port (default: PORT setting).")
-def api(host: str, port: int | None) -> None:
+@click.option(
+    "--fd", type=int, default=None, help="Serve on this inherited listening socket instead."
+)
+def api(host: str, port: int | None, fd: int | None) -> None:
     """Serve the submit API with gunicorn (threads, --timeout 0)."""
     from task_api.server import serve
 
     settings = _settings()
-    serve(settings, host=host, port=port or settings.port)
+    serve(settings, host=host, port=port or settings.port, fd=fd)
 
 
 @main.command("settings")
@@ -115,13 +130,33 @@ def worker(queue: str | None) -> None:
     help="Seconds between scheduled worker executions.",
 )
 @click.option(
-    "--data-dir", envvar="TASKCTL_DATA_DIR", default=".local", help="Where emulator logs go."
+    "--data-dir",
+    envvar="TASKCTL_DATA_DIR",
+    default=".local",
+    help="Where the stack keeps emulator data, logs and its address (stack.json).",
 )
-def dev(port: int, worker_interval: float, data_dir: str) -> None:
+@click.option(
+    "--persist/--in-memory",
+    default=True,
+    help="Keep topics, messages and objects across restarts (in DATA_DIR/data).",
+)
+def dev(port: int, worker_interval: float, data_dir: str, persist: bool) -> None:
     """Run the whole stack locally: emulators, bootstrap, API, and scheduled worker executions."""
-    from devstack.stack import run_dev_stack
+    from taskctl.local import local_stack_missing
 
-    run_dev_stack(port=port, worker_interval=worker_interval, data_dir=data_dir)
+    missing = local_stack_missing()
+    if missing:
+        raise click.ClickException(missing)
+    from devstack.stack import run_dev_stack
+    from taskcore.errors import EmulatorError
+
+    try:
+        code = run_dev_stack(
+            port=port, worker_interval=worker_interval, data_dir=data_dir, persist=persist
+        )
+    except EmulatorError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 @main.group()

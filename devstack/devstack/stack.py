@@ -3,6 +3,16 @@
 Pub/Sub and GCS emulators, bootstrap, the API under gunicorn, and a worker execution
 every few seconds, each a fresh process as Cloud Scheduler would start a job execution.
 Ctrl+C (or SIGTERM) stops everything this started, and nothing else.
+
+Everything it keeps is under the data folder (`.local/`, git-ignored):
+
+    data/pubsub, data/gcs   emulator state, kept across restarts (`make clean-data` wipes it)
+    logs/                   the API's and the emulators' output
+    admin-key               the dashboard key made up for this run (owner-only)
+    stack.json              where this running stack answers (taskctl finds it there)
+
+The API's port is bound here before anything starts, so a busy port is an error at once
+that names it (devstack.ports); the API, should it die, says why from its log.
 """
 
 from __future__ import annotations
@@ -17,32 +27,90 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.emulators import start_gcs_emulator, start_pubsub_emulator, wait_for_http
 from devstack.emulators.process import spawn
+from devstack.ports import listening_socket
+from devstack.state import StackState, read_state, remove_state, state_path, write_state
+from taskcore.errors import EmulatorError
 from taskcore.settings import Settings
+
+API_HOST = "127.0.0.1"
+API_START_SECONDS = 30
+LOG_TAIL_LINES = 25
+
+
+class StackError(EmulatorError):
+    """Raised when the local stack cannot start or its API stops: the message says why."""
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
-    """Start everything, print how to use it, and run scheduled worker executions until stopped."""
+@dataclass(frozen=True)
+class DevFolders:
+    """The data folder's layout."""
+
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def api_log(self) -> Path:
+        return self.logs / "api.log"
+
+    def make(self, persist: bool) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if persist:
+            (self.data / "pubsub").mkdir(parents=True, exist_ok=True)
+            (self.data / "gcs").mkdir(parents=True, exist_ok=True)
+
+
+def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: bool = True) -> int:
+    """Start everything, print how to use it, and run scheduled worker executions until stopped.
+
+    Returns the exit code: 0 after Ctrl+C or SIGTERM, 1 when the API stopped by itself.
+    Raises StackError (or EmulatorError) when the stack cannot start.
+    """
     from taskcore.bootstrap import bootstrap
 
-    logs = Path(data_dir)
-    logs.mkdir(parents=True, exist_ok=True)
+    folders = DevFolders(Path(data_dir))
+    running = read_state(state_path(folders.root))
+    if running is not None and running.alive() and running.pid != os.getpid():
+        raise StackError(
+            f"a local stack is already running (pid {running.pid}, API at {running.api_url}): "
+            "stop it first (Ctrl+C in its terminal)"
+        )
+    # Bound before anything starts: a busy port stops us now, naming the port.
+    api_socket = listening_socket(API_HOST, port)
+    folders.make(persist)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     with contextlib.ExitStack() as stack:
+        stack.callback(api_socket.close)
         pubsub = stack.enter_context(
-            start_pubsub_emulator(log_path=str(logs / "pubsub-emulator.log"))
+            start_pubsub_emulator(
+                log_path=str(folders.logs / "pubsub-emulator.log"),
+                data_dir=str(folders.data / "pubsub") if persist else None,
+            )
         )
         _say(f"Pub/Sub emulator ({pubsub.kind}) at {pubsub.env_value}")
-        gcs = stack.enter_context(start_gcs_emulator(log_path=str(logs / "gcs-emulator.log")))
+        gcs = stack.enter_context(
+            start_gcs_emulator(
+                log_path=str(folders.logs / "gcs-emulator.log"),
+                data_dir=str(folders.data / "gcs") if persist else None,
+            )
+        )
         _say(f"GCS emulator at {gcs.env_value}")
         os.environ.update(pubsub.env)
         os.environ.update(gcs.env)
@@ -52,40 +120,76 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str) -> None:
         key_file = None
         if not os.environ.get("ADMIN_API_KEYS"):
             os.environ["ADMIN_API_KEYS"] = secrets.token_urlsafe(18)
-            key_file = _write_private(logs / "admin-key", os.environ["ADMIN_API_KEYS"])
+            key_file = _write_private(folders.root / "admin-key", os.environ["ADMIN_API_KEYS"])
         settings = Settings.from_env()
         bootstrap(settings)
         _seed_sample_input(settings)
-        api = spawn(
-            [
-                sys.executable,
-                "-m",
-                "taskctl",
-                "api",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            None,
-        )
+        api = _start_api(api_socket, folders.api_log)
         stack.callback(_terminate, api)
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/health", 30, api)
-        _banner(url, settings, _sign_in_link(url, sorted(settings.admin_api_keys)[0]), key_file)
-        while not stop.is_set():
-            if api.poll() is not None:
-                _say(f"the API exited with code {api.returncode}; stopping")
-                break
-            execution = subprocess.Popen(
-                [sys.executable, "-m", "taskctl", "worker"],
-                env={**os.environ, "CLOUD_RUN_EXECUTION": f"local-{int(time.time())}"},
-            )
-            while execution.poll() is None:
-                if stop.wait(0.2):
-                    _terminate(execution)
-            stop.wait(worker_interval)
+        api_socket.close()  # the API holds it now
+        url = f"http://{API_HOST}:{port}"
+        _wait_for_api(url, api, folders.api_log)
+        write_state(
+            folders.root,
+            StackState(
+                pid=os.getpid(),
+                api_url=url,
+                project_id=settings.project_id,
+                env={**pubsub.env, **gcs.env},
+                data_dir=str(folders.root.resolve()),
+                api_log=str(folders.api_log.resolve()),
+                admin_key_file=str(key_file.resolve()) if key_file else None,
+            ),
+        )
+        stack.callback(remove_state, folders.root, os.getpid())
+        link = _sign_in_link(url, sorted(settings.admin_api_keys)[0])
+        _banner(url, settings, link, key_file, folders, persist)
+        code = _run_workers(api, stop, worker_interval, folders.api_log)
     _say("stopped: API, worker, emulators")
+    return code
+
+
+def _start_api(api_socket, log_path: Path) -> subprocess.Popen:
+    fd = api_socket.fileno()
+    argv = [sys.executable, "-m", "taskctl", "api", "--fd", str(fd)]
+    return spawn(argv, str(log_path), pass_fds=(fd,))
+
+
+def _wait_for_api(url: str, api: subprocess.Popen, log_path: Path) -> None:
+    try:
+        wait_for_http(f"{url}/health", API_START_SECONDS, api)
+    except EmulatorError:
+        code = api.poll()
+        why = f"exited with code {code}" if code is not None else "did not answer in time"
+        raise StackError(f"the API {why}; the end of {log_path}:\n{_tail(log_path)}") from None
+
+
+def _run_workers(api, stop: threading.Event, interval: float, api_log: Path) -> int:
+    """A worker execution every `interval` seconds until stopped; 1 if the API dies meanwhile."""
+    while not stop.is_set():
+        if api.poll() is not None:
+            _say(
+                f"the API exited with code {api.returncode}; stopping. The end of {api_log}:\n"
+                + _tail(api_log)
+            )
+            return 1
+        execution = subprocess.Popen(
+            [sys.executable, "-m", "taskctl", "worker"],
+            env={**os.environ, "CLOUD_RUN_EXECUTION": f"local-{int(time.time())}"},
+        )
+        while execution.poll() is None:
+            if stop.wait(0.2):
+                _terminate(execution)
+        stop.wait(interval)
+    return 0
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "  (no log)"
+    return "\n".join("  " + line for line in text) or "  (empty)"
 
 
 def _write_private(path: Path, text: str) -> Path:
@@ -129,7 +233,14 @@ def _seed_sample_input(settings: Settings) -> None:
         )
 
 
-def _banner(url: str, settings: Settings, sign_in_link: dict | None, key_file: Path | None) -> None:
+def _banner(
+    url: str,
+    settings: Settings,
+    sign_in_link: dict | None,
+    key_file: Path | None,
+    folders: DevFolders | None = None,
+    persist: bool = True,
+) -> None:
     keys = "API keys are OFF (local only): anyone on this machine can submit."
     if settings.api_keys:
         keys = "API keys are ON: send Authorization: Bearer <key>."
@@ -140,6 +251,16 @@ def _banner(url: str, settings: Settings, sign_in_link: dict | None, key_file: P
             f"{sign_in_link['url']}\n            (one-time link, valid "
             f"{sign_in_link['minutes']} minutes; afterwards {admin})"
         )
+    files = ""
+    if folders is not None:
+        kept = (
+            f"{folders.data} (kept across restarts; `make clean-data` wipes it)"
+            if persist
+            else "in memory (gone when this stops)"
+        )
+        files = f"""  Data:     {kept}
+  Logs:     {folders.api_log} (API), {folders.logs}/*-emulator.log
+"""
     _say(
         f"""
 Task pipeline running locally.
@@ -147,11 +268,12 @@ Task pipeline running locally.
   Admin:    {admin}
   Bucket:   gs://{settings.bucket_name} (GCS emulator)
   Worker:   one execution every few seconds, as Cloud Scheduler would run the job
-
+{files}
 Try:
   curl -s -X POST {url}/submit-task -H 'Content-Type: application/json' \\
        -d '{{"task_type":"data_transformation","dataset_size":100,"transformation":"aggregate"}}'
   curl -s {url}/tasks/<task_id>
+  .venv/bin/taskctl dlq list      (taskctl finds this stack by itself, from this checkout)
 
 Ctrl+C stops everything.
 """

@@ -35,7 +35,7 @@ from taskcore.lifecycle import Delivery
 from taskcore.publishing import Publisher
 from taskcore.schedule import TASK, ScheduledItem, ScheduleStore
 from taskcore.settings import Settings
-from taskcore.status import ENDED, StatusStore, TaskState, utcnow
+from taskcore.status import ENDED, OnWritten, StatusStore, TaskState, utcnow
 from taskcore.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Dispatcher:
         *,
         backlog=None,
         clock: Callable[[], datetime] = utcnow,
+        on_written: OnWritten | None = None,
     ) -> None:
         self.settings = settings
         # The time, as the simulation (docs/capacity.md) and tests move it.
@@ -85,7 +86,7 @@ class Dispatcher:
         self.publisher = publisher
         self.jobs = jobs
         self.policies = queue_policies(settings, registry.queues())
-        self.status = StatusStore(bucket)
+        self.status = StatusStore(bucket, on_written=on_written)
         self.schedule = ScheduleStore(bucket)
         # Reads a queue's backlog from Pub/Sub (None: not known here).
         self._backlog = backlog or (lambda queue: None)

@@ -377,6 +377,13 @@ class Settings(BaseModel):
     storage_emulator_host: str | None = _env(
         "STORAGE_EMULATOR_HOST", None, "local", "URL of a GCS emulator (local only)."
     )
+    monitoring_emulator_host: str | None = _env(
+        "MONITORING_EMULATOR_HOST",
+        None,
+        "local",
+        "host:port where the Pub/Sub emulator serves Cloud Monitoring's subscription backlog "
+        "(ours does; Google's cannot, and the dashboard then says so). Local only.",
+    )
 
     @field_validator("api_keys", "admin_api_keys", mode="before")
     @classmethod

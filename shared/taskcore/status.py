@@ -236,6 +236,8 @@ class Refusal:
 # A change reads the record as it is (None: no record yet) and returns the record to write,
 # a Refusal, or None when there is nothing to write.
 Change = Callable[[TaskStatus | None], "TaskStatus | Refusal | None"]
+# Told of every record this store wrote, with the record it replaced (None: it created it).
+OnWritten = Callable[[TaskStatus, "TaskStatus | None"], None]
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,16 @@ class StatusStore:
     # Rounds of read → decide → write before giving up on a record that keeps changing.
     MAX_ROUNDS = 10
 
-    def __init__(self, bucket: storage.Bucket, retry=None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        bucket: storage.Bucket,
+        retry=None,
+        timeout: float | None = None,
+        on_written: OnWritten | None = None,
+    ) -> None:
         self.bucket = bucket
+        # The transition journal (taskcore.journal) listens here; see _written.
+        self._on_written = on_written
         # None keeps the client's defaults; the worker passes one that rides out outages.
         self._call: dict[str, Any] = {} if retry is None else {"retry": retry}
         if timeout is not None:
@@ -304,7 +314,9 @@ class StatusStore:
             self.write(record, None)
         except gexc.PreconditionFailed:
             stored = self.read(record.task_id)
-            return stored is not None and stored.record.revision == record.revision
+            if stored is None or stored.record.revision != record.revision:
+                return False
+        self._written(record, None)
         return True
 
     def transition(self, task_id: str, change: Change) -> TransitionResult:
@@ -325,16 +337,29 @@ class StatusStore:
             check_transition(current.state if current else None, decided.state)
             new = decided.model_copy(update={"revision": _revision(), "updated_at": utcnow()})
             try:
-                return TransitionResult(new, self.write(new, generation), written=True)
+                written = TransitionResult(new, self.write(new, generation), written=True)
             except gexc.PreconditionFailed:
                 # Either someone else wrote in between, or this very write landed and only its
                 # answer was lost (the client's retry then failed the precondition).
                 after = self.read(task_id)
-                if after is not None and after.record.revision == new.revision:
-                    return TransitionResult(after.record, after.generation, written=True)
+                if after is None or after.record.revision != new.revision:
+                    continue
+                written = TransitionResult(after.record, after.generation, written=True)
+            self._written(written.record, current)
+            return written
         raise StatusConflictError(
             f"status record of {task_id} kept changing over {self.MAX_ROUNDS} conditional writes"
         )
+
+    def _written(self, record: TaskStatus, before: TaskStatus | None) -> None:
+        # After the write: the record is durable whatever the listener does, and a listener
+        # that fails (it only indexes) must not turn a done write into an error.
+        if self._on_written is None:
+            return
+        try:
+            self._on_written(record, before)
+        except Exception:
+            log.exception("on_written listener failed for %s", record.task_id)
 
     def list(self, state: TaskState | None = None, limit: int = 100) -> list[TaskStatus]:
         """Recent status records (by update time, newest first), optionally of one state."""

@@ -12,7 +12,7 @@ from flask import Flask
 
 from task_api import cross_site
 from task_api.errors import register_error_handlers
-from task_api.routes import admin, batches, health, internal, meta, status, tasks, uploads
+from task_api.routes import admin, batches, health, internal, meta, outputs, status, tasks, uploads
 from task_api.services import EXTENSION_KEY, ApiServices, LazyClients
 from taskcore.settings import Settings
 from taskcore.tasks import TaskRegistry, load_task_modules
@@ -47,7 +47,16 @@ def create_app(
     register_error_handlers(app)
     cross_site.install(app)
     app.url_map.converters.update(admin.CONVERTERS)
-    for blueprint in (health.bp, tasks.bp, batches.bp, status.bp, uploads.bp, meta.bp, internal.bp):
+    for blueprint in (
+        health.bp,
+        tasks.bp,
+        batches.bp,
+        status.bp,
+        outputs.bp,
+        uploads.bp,
+        meta.bp,
+        internal.bp,
+    ):
         app.register_blueprint(blueprint)
     app.register_blueprint(admin.bp)  # /admin: dead letters, tasks, dashboard
     return app

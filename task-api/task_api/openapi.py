@@ -68,6 +68,15 @@ TASK_ID_PARAMETER = {
 }
 
 
+OUTPUT_NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The output's name as the listing gives it (its url); it may contain '/'.",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
@@ -201,6 +210,40 @@ def _paths(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
                     **_errors("400", "401", "404", "409", "503"),
                 },
             },
+        },
+        "/tasks/{task_id}/outputs": {
+            "get": {
+                "summary": "A succeeded task's outputs: names, sizes, types, content URLs",
+                "description": "409 `task_not_succeeded` (with the state in details) while "
+                "the task has not succeeded: queued, running, retrying, dead-lettered or "
+                "cancelled tasks have no outputs to show.",
+                "tags": ["tasks"],
+                "parameters": [TASK_ID_PARAMETER],
+                "responses": {
+                    "200": {"description": "The outputs.", "content": _json(_ref("TaskOutputs"))},
+                    **_errors("400", "401", "404", "409", "503"),
+                },
+            }
+        },
+        "/tasks/{task_id}/outputs/{name}": {
+            "get": {
+                "summary": "One output's content, streamed",
+                "description": "Exactly the object generation the succeeded record names. "
+                "Plain text, JSON, CSV and raster images are served inline, anything else "
+                "as an attachment; an ETag (the generation) allows If-None-Match. 409 while "
+                "the task has not succeeded, 410 when the object is gone from storage.",
+                "tags": ["tasks"],
+                "parameters": [TASK_ID_PARAMETER, OUTPUT_NAME_PARAMETER],
+                "responses": {
+                    "200": {
+                        "description": "The content, with the output's Content-Type.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)."},
+                    "410": _error("The output's object is gone from storage."),
+                    **_errors("400", "401", "404", "409", "503"),
+                },
+            }
         },
         "/uploads": {
             "post": {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskcore.envelope import TASK_ID_PATTERN
 from taskcore.status import TaskState
 
 ADMIN_SECURITY: list[dict[str, list]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
@@ -29,6 +30,14 @@ _FILTER_FIELDS: dict[str, Any] = {
         "description": "Dead-lettered since: 30m, 2h, 7d (ago) or an ISO 8601 time.",
         "examples": ["2h"],
     },
+}
+
+
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": TASK_ID_PATTERN},
 }
 
 
@@ -172,17 +181,46 @@ def admin_paths(errors) -> dict[str, Any]:
         },
         "/admin/tasks": {
             "get": operation(
-                "Recent tasks from their status records, newest first",
+                "Recent tasks, newest change first, a page at a time",
                 {**ok("TaskList"), **errors("400", "401", "429", "503")},
                 parameters=[
                     _query("status", {"type": "string", "enum": [s.value for s in TaskState]}),
-                    _query("limit", {"type": "integer", "minimum": 1}),
+                    _query("limit", {"type": "integer", "minimum": 1}, "At most 200."),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+                ],
+            )
+        },
+        "/admin/tasks/{task_id}": {
+            "get": operation(
+                "One task in depth: payload, attempts, history, errors, outputs",
+                {**ok("TaskDetail"), **errors("400", "401", "404", "429", "503")},
+                parameters=[_TASK_ID],
+            )
+        },
+        "/admin/tasks/{task_id}/outputs/{name}": {
+            "get": operation(
+                "One output of a succeeded task (as GET /tasks/{task_id}/outputs/{name})",
+                {
+                    "200": {
+                        "description": "The content, with the output's Content-Type.",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)."},
+                    **errors("400", "401", "404", "409", "429", "503"),
+                    "410": {
+                        "description": "The output's object is gone from storage.",
+                        "content": _json(_ref("ErrorResponse")),
+                    },
+                },
+                parameters=[
+                    _TASK_ID,
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
             )
         },
         "/admin/overview": {
             "get": operation(
-                "Tasks by state and the main backlog estimated from them",
+                "The last hour per minute, tasks running now, and each subscription's backlog",
                 {**ok("Overview"), **errors("401", "429", "503")},
             )
         },
@@ -193,6 +231,20 @@ def admin_paths(errors) -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "200": _html("The dashboard (signed in by cookie or admin key header)."),
+                    "400": _html("The sign-in form: a key in the URL (?key=) is refused."),
+                    "401": _html("The sign-in form."),
+                    "429": _THROTTLED_PAGE,
+                },
+            }
+        },
+        "/admin/task/{task_id}": {
+            "get": {
+                "summary": "The dashboard's page of one task, or the sign-in form",
+                "tags": ["admin"],
+                "security": [],
+                "parameters": [_TASK_ID],
+                "responses": {
+                    "200": _html("The task's page (signed in by cookie or admin key header)."),
                     "400": _html("The sign-in form: a key in the URL (?key=) is refused."),
                     "401": _html("The sign-in form."),
                     "429": _THROTTLED_PAGE,

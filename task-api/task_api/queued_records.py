@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from task_api.status_sink import StatusSink
-from taskcore.status import TaskStatus
+from taskcore.status import OnWritten, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,12 @@ BATCH_WRITERS = 16
 class QueuedRecords:
     """Writes queued records synchronously, on the request's own time."""
 
-    def __init__(self, sink_factory: Callable[[], StatusSink]) -> None:
+    def __init__(
+        self, sink_factory: Callable[[], StatusSink], on_written: OnWritten | None = None
+    ) -> None:
         self._sink_factory = sink_factory
+        # The transition journal: told of each record this process created.
+        self._on_written = on_written
         self._sink: StatusSink | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -53,7 +57,7 @@ class QueuedRecords:
 
     def _write_one(self, sink: StatusSink, record: TaskStatus) -> None:
         try:
-            sink.create(record)
+            created = sink.create(record)
             self.written += 1
         except Exception as exc:
             self.failed += 1
@@ -63,6 +67,9 @@ class QueuedRecords:
                     "json_fields": {"task_id": record.task_id, "error_type": type(exc).__name__}
                 },
             )
+            return
+        if created and self._on_written is not None:
+            self._on_written(record, None)
 
     def close(self) -> None:
         with self._lock:

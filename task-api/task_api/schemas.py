@@ -91,6 +91,23 @@ class UploadStored(BaseModel):
     content_type: str
 
 
+class OutputInfo(BaseModel):
+    """One output of a succeeded task."""
+
+    name: str = Field(description="Its name within the task's outputs (may contain '/').")
+    size: int | None = Field(description="Bytes.")
+    content_type: str | None
+    uri: str = Field(description="gs:// URI of the object, at the generation the task wrote.")
+    url: str = Field(description="API path of its content: GET it with the same key.")
+
+
+class TaskOutputs(BaseModel):
+    """GET /tasks/{task_id}/outputs: the outputs of a succeeded task."""
+
+    task_id: str
+    outputs: list[OutputInfo]
+
+
 class Health(BaseModel):
     """Liveness."""
 
@@ -110,6 +127,7 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
     BatchAccepted,
     TaskTypeList,
     TaskStatus,
+    TaskOutputs,
     UploadStored,
     Health,
     Ready,
@@ -190,17 +208,65 @@ class DlqOperationResult(BaseModel):
     left_in_dlq: int
 
 
-class TaskList(BaseModel):
-    """GET /admin/tasks: status records, newest first."""
+class TaskSummary(BaseModel):
+    """A task as the admin list shows it: its record without payload, history or outputs."""
 
-    tasks: list[TaskStatus]
+    task_id: str
+    task_type: str
+    state: str
+    queue: str
+    attempts: int
+    failures: int
+    replay_count: int
+    last_error: dict[str, Any] | None
+    progress: dict[str, Any] | None
+    submitted_at: str | None
+    updated_at: str
+    finished_at: str | None
+
+
+class TaskList(BaseModel):
+    """GET /admin/tasks: one page of recent tasks, newest change first."""
+
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+    scanned_to: str | None = Field(
+        description="How far back the journal was read (ISO 8601): a short page with a "
+        "next_cursor searched only this far; ask for the next page to search further."
+    )
+
+
+class TaskDetail(BaseModel):
+    """GET /admin/tasks/{task_id}: the record in full and, once it succeeded, its outputs."""
+
+    task: TaskStatus
+    outputs: list[OutputInfo]
+
+
+class MinuteActivity(BaseModel):
+    """State changes in one minute, summed over every API process and worker execution."""
+
+    minute: str
+    submitted: int
+    started: int
+    succeeded: int
+    retried: int
+    dead_lettered: int
+    cancelled: int
 
 
 class Overview(BaseModel):
-    """GET /admin/overview: tasks by state and the main backlog estimated from them."""
+    """GET /admin/overview: the last hour, what runs now, and the subscriptions' backlog."""
 
-    tasks_by_state: dict[str, int]
-    backlog: dict[str, Any]
+    generated_at: str
+    running_now: int = Field(description="Tasks running in live worker executions.")
+    writers: dict[str, int]
+    last_hour: dict[str, Any]
+    minutes: list[MinuteActivity]
+    backlog: dict[str, Any] = Field(
+        description="From Cloud Monitoring (or our emulator); available is false, with the "
+        "reason in detail, where the numbers cannot be had."
+    )
 
 
 class SignInLink(BaseModel):
@@ -218,5 +284,6 @@ ADMIN_RESPONSE_MODELS: list[type[BaseModel]] = [
     DeadLetterRecords,
     DlqOperationResult,
     TaskList,
+    TaskDetail,
     Overview,
 ]

@@ -23,9 +23,12 @@ GRACEFUL_TIMEOUT_SECONDS = 8
 
 
 def gunicorn_options(
-    settings: Settings, host: str = "0.0.0.0", port: int | None = None
+    settings: Settings, host: str = "0.0.0.0", port: int | None = None, fd: int | None = None
 ) -> dict[str, Any]:
-    """gunicorn settings for the API: buffering gthread workers, no worker timeout, no access log."""
+    """gunicorn settings for the API: buffering gthread workers, no worker timeout, no access log.
+
+    fd: an inherited socket that already listens (the local stack binds the port itself).
+    """
 
     def on_starting(server) -> None:
         # In the master before forking, so every worker inherits the JSON log handler.
@@ -49,7 +52,7 @@ def gunicorn_options(
             close_app(app)
 
     return {
-        "bind": f"{host}:{port or settings.port}",
+        "bind": f"fd://{fd}" if fd is not None else f"{host}:{port or settings.port}",
         # gthread whose threads only take requests that arrived in full (slow clients wait
         # in the event loop, and get 408 past REQUEST_READ_TIMEOUT_SECONDS).
         "worker_class": worker_class(
@@ -93,7 +96,12 @@ class _ApiServer(BaseApplication):
         return create_app(self._settings, registry=self._registry)
 
 
-def serve(settings: Settings | None = None, host: str = "0.0.0.0", port: int | None = None) -> None:
+def serve(
+    settings: Settings | None = None,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    fd: int | None = None,
+) -> None:
     """Run the API under gunicorn on host:port (default: $PORT) until it is stopped.
 
     TASK_MODULES are imported here, before gunicorn starts: a module that cannot be imported
@@ -101,7 +109,7 @@ def serve(settings: Settings | None = None, host: str = "0.0.0.0", port: int | N
     """
     settings = settings or Settings.from_env()
     registry = load_task_modules(settings.task_modules)
-    _ApiServer(settings, registry, gunicorn_options(settings, host, port)).run()
+    _ApiServer(settings, registry, gunicorn_options(settings, host, port, fd)).run()
 
 
 def main(argv: list[str] | None = None) -> None:

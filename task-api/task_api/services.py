@@ -7,9 +7,11 @@ Nothing is created when the app is built, so gunicorn forks before any channel e
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,9 @@ from task_api.queued_records import QueuedRecords
 from task_api.readiness import READY_TIMEOUT_SECONDS, TopicProbe
 from task_api.sign_in_throttle import SignInThrottle
 from task_api.status_sink import status_sink
+from taskcore.backlog import BacklogReader
 from taskcore.clients import storage_client
+from taskcore.journal import Journal, ProcessJournal, writer_name
 from taskcore.publishing import Publisher
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
@@ -96,6 +100,30 @@ class LazyClients:
             close()
 
 
+class ReadPool:
+    """Threads for parallel storage reads, made on first use in the serving process."""
+
+    THREADS = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid: int | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="admin-read")
+                self._pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class ApiServices:
     """Everything a request handler needs besides the request itself."""
@@ -109,16 +137,22 @@ class ApiServices:
     admin_sessions: AdminSessions
     sign_in_throttle: SignInThrottle
     trigger: DispatchTrigger
+    journal: ProcessJournal
+    # The dashboard's reads: record pages in parallel, and the subscriptions' backlog.
+    reads: ReadPool
+    backlog: BacklogReader
 
     @classmethod
     def build(cls, settings: Settings, registry: TaskRegistry, clients: LazyClients) -> ApiServices:
         """Services on these clients; nothing connects until first use."""
+        journal = ProcessJournal(lambda: Journal(clients.bucket, writer_name("api")))
         return cls(
             settings=settings,
             registry=registry,
             clients=clients,
             queued_records=QueuedRecords(
-                lambda: status_sink(clients.storage, clients.bucket, status_write_retry())
+                lambda: status_sink(clients.storage, clients.bucket, status_write_retry()),
+                on_written=journal.written,
             ),
             idempotency=IdempotencyStore(
                 lambda: clients.bucket, publish_timeout=settings.publish_timeout_seconds
@@ -133,9 +167,13 @@ class ApiServices:
                     clients.bucket,
                     clients.publisher,
                     JobsGateway(settings) if settings.dispatch_enabled else None,
+                    on_written=journal.written,
                 ),
                 settings.dispatch_cooldown_seconds,
             ),
+            journal=journal,
+            reads=ReadPool(),
+            backlog=BacklogReader(settings),
         )
 
     @property
@@ -146,7 +184,7 @@ class ApiServices:
     @property
     def status_store(self) -> StatusStore:
         """Status records on the shared bucket, with the client's default retry."""
-        return StatusStore(self.clients.bucket)
+        return StatusStore(self.clients.bucket, on_written=self.journal.written)
 
     def accepted(self, queues: Iterable[str]) -> None:
         """Tasks were queued: let the dispatcher start executions for their queues."""
@@ -156,9 +194,12 @@ class ApiServices:
             self.trigger.poke(queue, count)
 
     def close(self) -> None:
-        """Stop the record writers and the dispatcher, then flush and stop the publisher."""
+        """Stop the record writers and the dispatcher, flush the journal, then flush and stop
+        the publisher."""
         self.queued_records.close()
         self.trigger.close()
+        self.journal.close()
+        self.reads.close()
         self.clients.close()
 
 

@@ -9,22 +9,18 @@ read; and /admin refuses a key in its query string.
 
 from __future__ import annotations
 
-import contextlib
 import stat
-import threading
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 from devstack import stack
-from devstack.emulators import free_port
 from task_api.admin_sessions import CODE_PREFIX, CODE_SECONDS
 from task_api.sign_in_throttle import CLIENT_FAILURES
 from taskcore.settings import Settings
 from tests.attack.conftest import ADMIN_KEY
 from tests.attack.test_admin_sign_in import COOKIE, Clock
+from tests.integration.served_app import served
 from tests.unit.api_fakes import bucket_of
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -82,19 +78,6 @@ def test_guessed_codes_are_throttled_like_wrong_keys(open_client):
 
     assert guesses == [401] * CLIENT_FAILURES
     assert real.status_code == 429 and "Retry-After" in real.headers
-
-
-@contextlib.contextmanager
-def served(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 def test_the_make_run_banner_shows_a_one_time_link_and_never_the_key(make_app, tmp_path, capsys):

@@ -77,11 +77,15 @@ METHOD_PERMISSIONS: Mapping[str, frozenset[str]] = {
     f"{_RUN}.Executions/GetExecution": frozenset({"run.executions.get"}),
     # An HTTP request to a Cloud Run service with an identity token (Cloud Scheduler's).
     "run.routes.invoke": frozenset({"run.routes.invoke"}),
-    # Cloud Monitoring's projects.timeSeries.list: the resource is the project.
-    "google.monitoring.v3.MetricService/ListTimeSeries": frozenset({"monitoring.timeSeries.list"}),
     # Cloud Run resolves a `secret_key_ref` env var as the revision's service account.
     "secretmanager.versions.access": frozenset({"secretmanager.versions.access"}),
+    # Cloud Monitoring API v3 projects.timeSeries.list (REST; the resource is the project).
+    "monitoring.timeSeries.list": frozenset({"monitoring.timeSeries.list"}),
 }
+
+# Permissions that exist only on the project (no finer resource has an IAM policy for them):
+# the one case where infra/iam.tf grants on the project, through a custom role holding these.
+PROJECT_ONLY_PERMISSIONS = frozenset({"monitoring.timeSeries.list"})
 
 
 # Resources named by more than one env var, or by none.
@@ -157,6 +161,8 @@ CALLS: Mapping[str, frozenset[Call]] = {
             f"{_RUN}.Executions/GetExecution",
             on=EVERY_QUEUE_JOB,
         )
+        # The dashboard's backlog per subscription, from Pub/Sub's metrics (taskcore.backlog).
+        | _calls("monitoring.timeSeries.list", on=PROJECT)
     ),
     # One account runs every queue's job: what one queue's worker calls on its own queue,
     # the account calls on every queue.

@@ -22,10 +22,11 @@ PROXY_HEADERS = {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1In0.c
 
 
 class ListingBucket(FakeBucket):
-    """The fake bucket, able to list (the dashboard's task views list status records)."""
+    """The fake bucket, able to list (the dashboard's task views list the journal)."""
 
-    def list_blobs(self, prefix: str = ""):
-        return [self.blob(name) for name in sorted(self.objects) if name.startswith(prefix)]
+    def list_blobs(self, prefix: str = "", start_offset: str | None = None, **_):
+        names = [n for n in sorted(self.objects) if n.startswith(prefix)]
+        return [self.blob(n) for n in names if start_offset is None or n >= start_offset]
 
 
 class ListingStorage(FakeStorage):

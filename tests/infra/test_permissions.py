@@ -132,17 +132,28 @@ def granted(tf: Terraform) -> dict[str, dict[str, set[str]]]:
     out: dict[str, dict[str, set[str]]] = {}
     for account, grants in grants_by_account(tf).items():
         for role, address in grants:
-            assert role in ROLE_PERMISSIONS, (
-                f"{role} is granted but iam_roles.ROLE_PERMISSIONS does not list its "
-                "permissions: add them from Google's reference"
+            out.setdefault(account, {}).setdefault(address, set()).update(
+                role_permissions(tf, role)
             )
-            out.setdefault(account, {}).setdefault(address, set()).update(ROLE_PERMISSIONS[role])
     return out
 
 
 def granted_at(grants: dict[str, set[str]], address: str) -> set[str]:
     """What grants on this address, or on every instance of its resource, allow there."""
     return {p for on, permissions in grants.items() if covers(on, address) for p in permissions}
+
+
+def role_permissions(tf: Terraform, role: str) -> frozenset[str]:
+    """A predefined role's permissions (iam_roles), or a custom role's (its Terraform)."""
+    custom = {n for t, n in resource_refs(role) if t == "google_project_iam_custom_role"}
+    if custom:
+        (name,) = custom
+        return frozenset(tf.resources[("google_project_iam_custom_role", name)]["permissions"])
+    assert role in ROLE_PERMISSIONS, (
+        f"{role} is granted but iam_roles.ROLE_PERMISSIONS does not list its "
+        "permissions: add them from Google's reference"
+    )
+    return ROLE_PERMISSIONS[role]
 
 
 def missing_permissions(needs, grants) -> list[str]:
@@ -183,7 +194,7 @@ def test_no_account_holds_a_role_none_of_its_calls_needs(tf: Terraform):
         f"{account}: {role} on {address}"
         for account, grants in sorted(grants_by_account(tf).items())
         for role, address in sorted(grants)
-        if not ROLE_PERMISSIONS[role] & needed_at(needs.get(account, {}), address)
+        if not role_permissions(tf, role) & needed_at(needs.get(account, {}), address)
     ]
     assert not unused, "grants no call needs (least privilege):\n  " + "\n  ".join(unused)
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import pytest
+from iam_contract import PROJECT_ONLY_PERMISSIONS
 from infra_contract import (
     INFRA,
     PLATFORM_PROVIDED,
@@ -210,20 +211,22 @@ def test_no_public_invoker_by_default(tf: Terraform):
         assert warned, f"a check block should warn when var.{variable} is true"
 
 
-# The grants that cannot be on anything smaller than the project, each with why.
-PROJECT_GRANTS = {
-    # Cloud Monitoring's time-series reads name the project (its metrics scope), and its
-    # roles can be granted on nothing below a project; the dispatcher reads backlogs there.
-}
-
-
 def test_grants_are_resource_scoped_and_least_privilege(tf: Terraform):
     for rtype in ("google_project_iam_binding", "google_project_iam_policy"):
-        assert not tf.of_type(rtype), f"{rtype} replaces others' grants: use _member"
-    project_grants = {n: g["role"] for n, g in tf.of_type("google_project_iam_member").items()}
-    assert project_grants == PROJECT_GRANTS, (
-        "grant on the topic, subscription, bucket or job instead of the project"
-    )
+        assert not tf.of_type(rtype), f"{rtype}: grant on the resource instead"
+    # On the project only what exists only there, through a custom role holding just that.
+    for name, grant in tf.of_type("google_project_iam_member").items():
+        roles = {
+            n for t, n in resource_refs(grant["role"]) if t == "google_project_iam_custom_role"
+        }
+        assert len(roles) == 1, f"google_project_iam_member.{name}: grant on the resource instead"
+        permissions = set(
+            tf.resources[("google_project_iam_custom_role", roles.pop())]["permissions"]
+        )
+        assert permissions <= PROJECT_ONLY_PERMISSIONS, (
+            f"google_project_iam_member.{name} grants {permissions - PROJECT_ONLY_PERMISSIONS} "
+            "on the project: grant on the topic, subscription, bucket or job instead"
+        )
     broad = {"roles/owner", "roles/editor", "roles/pubsub.admin", "roles/pubsub.editor",
              "roles/storage.admin", "roles/run.admin", "roles/iam.serviceAccountUser"}  # fmt: skip
     for (rtype, name), body in tf.resources.items():
@@ -242,7 +245,23 @@ def test_bucket_is_private_with_lifecycle_rules(tf: Terraform):
         if block(rule, "action")["type"] == "Delete"
         for prefix in block(rule, "condition").get("matches_prefix", [])
     }
-    assert {"uploads/", "dlq-archive/", "idempotency/", "status/"} <= prefixes
+    assert {"uploads/", "dlq-archive/", "idempotency/", "status/", "journal/", "stats/"} <= prefixes
+
+
+@pytest.mark.parametrize(
+    ("prefix", "variable"),
+    [("journal/", "journal_retention_days"), ("stats/", "stats_retention_days")],
+)
+def test_the_dashboard_index_expires_by_its_own_retention_variable(tf: Terraform, prefix, variable):
+    _, bucket = tf.one("google_storage_bucket")
+    (rule,) = [
+        r
+        for r in bucket["lifecycle_rule"]
+        if block(r, "condition").get("matches_prefix") == [prefix]
+    ]
+    assert var_refs(block(rule, "condition")["age"]) == {variable}
+    assert block(rule, "action")["type"] == "Delete"
+    assert 1 <= tf.default(variable) <= tf.default("status_retention_days")
 
 
 def test_status_records_outlive_every_copy_of_their_message(tf: Terraform):

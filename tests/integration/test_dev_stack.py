@@ -1,13 +1,19 @@
-"""`make run` (taskctl dev): the whole stack comes up, processes a task, and stops cleanly."""
+"""`make run` (taskctl dev): the whole stack comes up, processes a task, and stops cleanly;
+taskctl finds it with nothing exported; its data outlives a restart; a busy port or a dying
+API is an error that says why."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +24,7 @@ from devstack.emulators import free_port
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+START_SECONDS = 90
 
 
 def descendants(pid: int) -> set[int]:
@@ -47,14 +54,33 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_path):
-    port = free_port()
+def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a developer's shell: no emulator exported, this data folder."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
-    env.update(
-        WORKER_INTERVAL_SECONDS="1", IDLE_TIMEOUT_SECONDS="1", TASKCTL_DATA_DIR=str(tmp_path)
-    )
+    env.update(TASKCTL_DATA_DIR=str(data_dir), **extra)
+    return env
+
+
+@dataclass
+class Stack:
+    proc: subprocess.Popen
+    url: str
+    data_dir: Path
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        """Signal the stack, wait for it; its exit code and everything it wrote to stderr."""
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=30)
+        return code, self.proc.stderr.read().decode()
+
+
+@contextlib.contextmanager
+def dev_stack(data_dir: Path, *args: str) -> Iterator[Stack]:
+    """`taskctl dev` on a free port until /health answers; it and its children always die."""
+    port = free_port()
+    env = clean_env(data_dir, WORKER_INTERVAL_SECONDS="1", IDLE_TIMEOUT_SECONDS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskctl", "dev", "--port", str(port)],
+        [sys.executable, "-m", "taskctl", "dev", "--port", str(port), *args],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
@@ -64,39 +90,122 @@ def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_pa
     url = f"http://127.0.0.1:{port}"
     children: set[int] = set()
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/health", timeout=1).ok:
                     break
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             time.sleep(0.2)
-        response = requests.post(
-            f"{url}/submit-task",
-            json={"task_type": "data_transformation", "dataset_size": 10},
-            timeout=10,
-        )
-        assert response.status_code == 202, response.text
-        task_id = response.json()["task_id"]
-        state = None
-        while time.monotonic() < deadline and state != "succeeded":
-            status = requests.get(f"{url}/tasks/{task_id}", timeout=5)
-            state = status.json().get("state") if status.ok else None
-            time.sleep(0.3)
-        assert state == "succeeded", "a scheduled worker execution processed the task"
         children = descendants(proc.pid)
-        assert len(children) >= 3, "emulators and the API run as child processes"
-
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        banner = proc.stderr.read().decode()
+        yield Stack(proc, url, data_dir)
     finally:
+        children |= descendants(proc.pid) if proc.poll() is None else set()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    assert f"{url}/submit-task" in banner and "curl" in banner
+        proc.wait(timeout=10)
+
+
+def wait_until_succeeded(url: str, task_id: str, seconds: float = 60) -> str | None:
+    deadline, state = time.monotonic() + seconds, None
+    while time.monotonic() < deadline and state != "succeeded":
+        status = requests.get(f"{url}/tasks/{task_id}", timeout=5)
+        state = status.json().get("state") if status.ok else None
+        time.sleep(0.3)
+    return state
+
+
+def submit(url: str) -> str:
+    task = {"task_type": "data_transformation", "dataset_size": 10}
+    response = requests.post(f"{url}/submit-task", json=task, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()["task_id"]
+
+
+def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_path):
+    with dev_stack(tmp_path) as stack:
+        task_id = submit(stack.url)
+        state = wait_until_succeeded(stack.url, task_id)
+        children = descendants(stack.proc.pid)
+        recorded = json.loads((tmp_path / "stack.json").read_text())
+        # A developer's shell elsewhere in the checkout, nothing exported: taskctl finds it.
+        listing = subprocess.run(
+            [sys.executable, "-m", "taskctl", "dlq", "list", "--json"],
+            cwd=ROOT / "docs",
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        code, banner = stack.stop()
+
+    assert state == "succeeded", "a scheduled worker execution processed the task"
+    assert len(children) >= 3, "emulators and the API run as child processes"
+    assert recorded["api_url"] == stack.url and "PUBSUB_EMULATOR_HOST" in recorded["env"]
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)["in_dlq"] == 0
+    assert f"using the local stack of `make run` (API {stack.url})" in listing.stderr
+    assert code == 0
+    assert f"{stack.url}/submit-task" in banner and "curl" in banner
+    assert str(tmp_path / "logs" / "api.log") in banner, "the banner names the API's log"
+    assert not (tmp_path / "stack.json").exists(), "a stopped stack is found no more"
     time.sleep(0.5)
     orphans = [pid for pid in children if alive(pid)]
     assert orphans == [], "Ctrl+C leaves no orphan processes"
+
+
+def test_a_busy_port_fails_at_once_naming_the_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        run = subprocess.run(
+            [sys.executable, "-m", "taskctl", "dev", "--port", str(port)],
+            cwd=ROOT,
+            env=clean_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        seconds = time.monotonic() - started
+
+    assert run.returncode != 0
+    assert f"port {port} is already in use by pid {os.getpid()}" in run.stderr
+    assert "Task pipeline running locally" not in run.stderr, "no banner for a stack not running"
+    assert seconds < 10, "refused before any emulator starts"
+
+
+def test_local_data_survives_a_restart(tmp_path):
+    with dev_stack(tmp_path) as stack:
+        task_id = submit(stack.url)
+        assert wait_until_succeeded(stack.url, task_id) == "succeeded"
+        assert stack.stop()[0] == 0
+
+    with dev_stack(tmp_path) as again:
+        record = requests.get(f"{again.url}/tasks/{task_id}", timeout=5)
+        outputs = requests.get(f"{again.url}/tasks/{task_id}/outputs", timeout=5)
+        again.stop()
+
+    assert record.status_code == 200 and record.json()["state"] == "succeeded"
+    assert outputs.status_code == 200 and outputs.json()["outputs"]
+
+
+def test_an_api_that_dies_stops_the_stack_non_zero_with_its_reason(tmp_path):
+    with dev_stack(tmp_path, "--in-memory") as stack:
+        api = json.loads((tmp_path / "stack.json").read_text())
+        gunicorn = [
+            pid
+            for pid in descendants(stack.proc.pid)
+            if b"--fd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(min(gunicorn), signal.SIGKILL)  # the gunicorn master
+        code = stack.proc.wait(timeout=30)
+        said = stack.proc.stderr.read().decode()
+
+    assert code == 1
+    assert "the API exited with code -9; stopping" in said
+    assert api["api_log"] in said and "Listening at" in said, "with the end of its log"

@@ -10,13 +10,11 @@ from collections import Counter
 import pytest
 
 from task_api import close_app, create_app
-from taskcore.status import TaskState, TaskStatus
 from tests.integration.dlq_helpers import (
     audit_records,
     dlq_task_ids,
     objects,
     seed_dead_letters,
-    status_store,
 )
 from tests.integration.helpers import pull_all
 
@@ -158,21 +156,6 @@ def test_purge_archives_then_removes_the_selection(admin, pipeline):
     lines = [json.loads(line) for line in archive.decode().splitlines()]
     assert sorted(line["task_id"] for line in lines) == sorted(doomed)
     assert sorted(line["message_id"] for line in lines) == sorted(message_ids)
-
-
-def test_tasks_lists_status_records_by_status(admin, pipeline):
-    store = status_store(pipeline)
-    for task_id, state in [("t1", TaskState.SUCCEEDED), ("t2", TaskState.DEAD_LETTERED)]:
-        store.create(TaskStatus(task_id=task_id, task_type="data_transformation", state=state))
-
-    dead = admin.get("/admin/tasks?status=dead_lettered").get_json()["tasks"]
-    overview = admin.get("/admin/overview").get_json()
-
-    assert [t["task_id"] for t in dead] == ["t2"]
-    assert overview["tasks_by_state"]["succeeded"] == 1
-    assert overview["tasks_by_state"]["dead_lettered"] == 1
-    assert overview["backlog"]["main"]["count"] == 0
-    assert admin.get("/admin/tasks?status=bogus").status_code == 400
 
 
 def test_dashboard_session_is_an_httponly_strict_cookie_plus_a_csrf_header(pipeline, make_app):

@@ -171,3 +171,15 @@ def test_failure_queries_select_the_failure_events(execution, tf):
         if event_values(parse_query(q.query)) == failures
     ]
     assert len(queries) >= 2, "the guide and the failure alert each show the failures query"
+
+
+def test_an_idle_execution_prints_one_short_line(pubsub_emulator, gcs_emulator, artifacts_dir):
+    pipeline = make_test_settings(idle_timeout_seconds=0.5)
+    bootstrap(pipeline)
+
+    run = run_worker_execution(pipeline, artifacts_dir / "idle-worker.log")
+
+    (line,) = run.stdout.splitlines()
+    assert len(line) < 300, line
+    assert entry_from_line(json_lines(line)[0], {})["jsonPayload"]["event"] == "execution_summary"
+    assert run.stderr == ""

@@ -95,4 +95,4 @@ def test_worker_exits_0_even_when_tasks_fail(pipeline):
     publish_tasks(pipeline, [("file_processing", {"filename": "missing.txt"})])
     result = _run_worker(pipeline)
     assert result.returncode == ExitCode.OK
-    assert b'"dead_lettered": 1' in result.stdout
+    assert b'"dead_lettered":1' in result.stdout

@@ -19,7 +19,12 @@ from tests.unit.api_fakes import FakePublisher, FakeStorage
 API_KEY = "document-key"
 ADMIN_KEY = "document-admin-key"
 # The dashboard's pages answer people in HTML, refusals included.
-HTML_PAGES = {("/admin", "get"), ("/admin/login", "post"), ("/admin/sign-in", "get")}
+HTML_PAGES = {
+    ("/admin", "get"),
+    ("/admin/task/{task_id}", "get"),
+    ("/admin/login", "post"),
+    ("/admin/sign-in", "get"),
+}
 
 
 def make_app(**overrides):

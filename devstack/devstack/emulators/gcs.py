@@ -13,7 +13,10 @@ What the pinned package gets wrong, and what this module changes (search for "FI
    handle deletes the newer object; GCS answers 404 (no bucket here keeps versions).
 5. mediaLink is not URL-encoded, so get_blob(name).download_as_bytes() fails for names with
    '?', '#' or '%'.
-6. maxResults and pageToken are ignored when listing.
+6. maxResults and pageToken are ignored when listing, and so are startOffset and endOffset;
+   and every listing walks every object of the bucket (then sorts the matches), so a page
+   of 100 names under one prefix costs as much as the whole bucket. Here each bucket keeps
+   its names sorted: a page costs O(log n + page), with GCS's paging (1,000 by default).
 7. The server is single-threaded with a listen backlog of 5; here it is threaded, and one
    lock serialises the package's (thread-unsafe) handlers while sockets are read outside it.
 8. A media download does not say which generation it returned (GCS sends X-Goog-Generation
@@ -24,6 +27,7 @@ What the pinned package gets wrong, and what this module changes (search for "FI
 from __future__ import annotations
 
 import argparse
+import bisect
 import importlib.metadata
 import json
 import logging
@@ -73,8 +77,61 @@ _META_FIELDS = ("buckets", "objects", "resumable", "bucket_iam_policies", "soft_
 _PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold."
 
 
+class _SortedNames(dict):
+    """One bucket's objects by name, and its names in sorted order beside them (FIX 6).
+
+    The package changes a bucket's objects only by item assignment, deletion and pop.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.names = sorted(self)
+
+    def __setitem__(self, name, value) -> None:
+        if name not in self:
+            bisect.insort(self.names, name)
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name) -> None:
+        super().__delitem__(name)
+        del self.names[bisect.bisect_left(self.names, name)]
+
+    def pop(self, name, *default):
+        if name in self:
+            del self.names[bisect.bisect_left(self.names, name)]
+        return super().pop(name, *default)
+
+    def _unsupported(self, *args, **kwargs):
+        raise NotImplementedError("the sorted names would go stale")
+
+    setdefault = update = popitem = clear = _unsupported
+
+
+class _Buckets(dict):
+    """Bucket name → _SortedNames, whatever kind of dict the package assigns."""
+
+    def __init__(self, buckets=None) -> None:
+        super().__init__()
+        for name, objects in (buckets or {}).items():
+            self[name] = objects
+
+    def __setitem__(self, name, objects) -> None:
+        if not isinstance(objects, _SortedNames):
+            objects = _SortedNames(objects)
+        super().__setitem__(name, objects)
+
+
 class EmulatorStorage(Storage):
     """The package's Storage with a lock, cheap metadata persistence and GCS-like new objects."""
+
+    @property
+    def objects(self) -> _Buckets:
+        return self._objects
+
+    @objects.setter
+    def objects(self, buckets) -> None:
+        # The package assigns it on load and on wipe; every bucket gets its sorted names.
+        self._objects = _Buckets(buckets)
 
     def __init__(self, *args, **kwargs) -> None:
         # Re-entrant: package handlers call storage methods that call each other.
@@ -265,7 +322,81 @@ def _download_with_generation(request, response, storage):
 
 
 def _paged_ls(request, response, storage):
-    """objects.list, plus the maxResults/pageToken paging the package ignores (FIX 6)."""
+    """objects.list from the sorted names, with GCS's paging and offsets (FIX 6)."""
+    query = {name: values[0] for name, values in request.query.items() if values}
+    if "matchGlob" in query or query.get("softDeleted", "").lower() in ("1", "true", "yes"):
+        _paged_ls_by_package(request, response, storage)
+        return
+    bucket_name = request.params["bucket_name"]
+    if bucket_name not in storage.buckets:
+        response.status = HTTPStatus.NOT_FOUND
+        return
+    try:
+        limit = int(query.get("maxResults") or _LIST_PAGE) or _LIST_PAGE
+    except ValueError:
+        _error(response, HTTPStatus.BAD_REQUEST, "invalid", "Invalid maxResults.")
+        return
+    listing = _list_page(
+        storage.objects.get(bucket_name, _SortedNames()),
+        prefix=query.get("prefix", ""),
+        delimiter=query.get("delimiter", ""),
+        start=query.get("startOffset", ""),
+        end=query.get("endOffset", ""),
+        token=query.get("pageToken", ""),
+        limit=min(limit, _LIST_PAGE),
+    )
+    response.json({"kind": "storage#objects", **listing})
+
+
+# GCS answers at most this many names per page, and this many when maxResults is not given.
+_LIST_PAGE = 1000
+
+
+def _list_page(objects: _SortedNames, *, prefix, delimiter, start, end, token, limit) -> dict:
+    """One page: objects and (with a delimiter) collapsed prefixes, in name order, after token."""
+    names = objects.names
+    i = bisect.bisect_left(names, max(prefix, start))
+    if token:
+        # The token is the last name (or collapsed prefix) the previous page returned.
+        i = max(
+            i,
+            _past(names, token)
+            if delimiter and token.endswith(delimiter)
+            else bisect.bisect_right(names, token),
+        )
+    items, prefixes, last = [], [], None
+
+    def within(position: int) -> bool:
+        return (
+            position < len(names)
+            and names[position].startswith(prefix)
+            and not (end and names[position] >= end)
+        )
+
+    while within(i) and len(items) + len(prefixes) < limit:
+        name = names[i]
+        cut = name.find(delimiter, len(prefix)) if delimiter else -1
+        if cut >= 0:
+            last = name[: cut + len(delimiter)]
+            prefixes.append(last)
+            i = _past(names, last)
+        else:
+            last = name
+            items.append(objects[name])
+            i += 1
+    page = {"prefixes": prefixes, "items": items}
+    if within(i):
+        page["nextPageToken"] = last
+    return page
+
+
+def _past(names: list[str], prefix: str) -> int:
+    """The position of the first name after every name that starts with prefix."""
+    return bisect.bisect_left(names, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def _paged_ls_by_package(request, response, storage):
+    """The package's objects.list (for matchGlob and softDeleted), paged after the fact."""
     gcs_objects.ls(request, response, storage)
     max_results = int(request.query.get("maxResults", [0])[0])
     token = request.query.get("pageToken", [""])[0]

@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from taskcore.errors import EmulatorError
@@ -23,17 +24,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def temporary_env(name: str, value: str):
-    """Set one environment variable for the block (clients read emulator hosts at creation)."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
+def temporary_environ(values: Mapping[str, str]):
+    """Set environment variables for the block (clients read emulator hosts at creation)."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
+        for key, old in previous.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def temporary_env(name: str, value: str):
+    """Set one environment variable for the block."""
+    return temporary_environ({name: value})
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -66,12 +73,14 @@ class EmulatorProcess:
     env_value: str
     log_path: str | None = None
     kind: str = ""
+    # Other endpoints it serves, by the variable that points at them (MONITORING_EMULATOR_HOST).
+    extra_env: dict[str, str] = field(default_factory=dict)
     _stopped: bool = field(default=False, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
-        """The environment variable a Google client needs to reach this emulator."""
-        return {self.env_var: self.env_value}
+        """The environment variables that point clients at this emulator."""
+        return {self.env_var: self.env_value, **self.extra_env}
 
     def is_running(self) -> bool:
         """Whether the process is still alive."""
@@ -103,7 +112,10 @@ class EmulatorProcess:
 
 
 def spawn(
-    argv: list[str], log_path: str | None, env: dict[str, str] | None = None
+    argv: list[str],
+    log_path: str | None,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen:
     """Start argv in a new process group, its output to log_path (or discarded)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -115,6 +127,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
     finally:
         if log_path:

@@ -23,6 +23,7 @@ from taskcore.errors import EmulatorError
 log = logging.getLogger(__name__)
 
 PUBSUB_CHOICE_ENV = "TASKCTL_PUBSUB_EMULATOR"
+MONITORING_ENV = "MONITORING_EMULATOR_HOST"
 _PYTHON_PUBSUB_MODULE = "devstack.emulators.pubsub"
 
 
@@ -68,12 +69,17 @@ def start_pubsub_emulator(
     """Start a Pub/Sub emulator on host:port and wait until it answers."""
     kind = choose_pubsub_emulator(choice)
     port = port or free_port(host)
+    extra_env = {}
     if kind == "google":
         argv = google_pubsub_argv(find_google_pubsub_emulator(), host, port)
     else:
         argv = [sys.executable, "-m", _PYTHON_PUBSUB_MODULE, "--host", host, "--port", str(port)]
         if data_dir:
             argv += ["--data-dir", data_dir]
+        # Ours also serves the subscriptions' backlog as Cloud Monitoring would.
+        monitoring_port = free_port(host)
+        argv += ["--monitoring-port", str(monitoring_port)]
+        extra_env[MONITORING_ENV] = f"{host}:{monitoring_port}"
     log.info(
         "starting %s Pub/Sub emulator on %s:%d",
         kind,
@@ -83,7 +89,15 @@ def start_pubsub_emulator(
     )
     proc = spawn(argv, log_path)
     handle = EmulatorProcess(
-        f"pubsub-{kind}", proc, host, port, "PUBSUB_EMULATOR_HOST", f"{host}:{port}", log_path, kind
+        f"pubsub-{kind}",
+        proc,
+        host,
+        port,
+        "PUBSUB_EMULATOR_HOST",
+        f"{host}:{port}",
+        log_path,
+        kind,
+        extra_env,
     )
     try:
         if kind == "google":

@@ -1,4 +1,4 @@
-"""The admin API: browse, replay and purge dead letters, and list tasks by status.
+"""The admin API: browse, replay and purge dead letters (tasks: routes/admin_tasks.py).
 
 Every route needs an admin key (ADMIN_API_KEYS; 404 while none is configured) as a header,
 or the dashboard's session cookie plus its CSRF header. Scans of the DLQ hold its messages
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -17,7 +16,7 @@ from werkzeug.routing import BaseConverter
 
 from task_api.admin_session import admin_required
 from task_api.request_body import json_object, refuse_unknown_fields
-from task_api.routes import dashboard
+from task_api.routes import admin_tasks, dashboard
 from task_api.services import services
 from taskcore.clients import subscriber_client
 from taskcore.dlq.audit import Actor, DlqUsageError
@@ -26,7 +25,7 @@ from taskcore.dlq.purge import run_purge
 from taskcore.dlq.replay import ReplayRefused, parse_rate, run_replay
 from taskcore.dlq.scan import browse
 from taskcore.errors import ApiRequestError
-from taskcore.status import StatusStore, TaskState
+from taskcore.status import StatusStore
 
 
 class DlqTaskIdConverter(BaseConverter):
@@ -40,13 +39,12 @@ CONVERTERS = {"dlq_task_id": DlqTaskIdConverter}
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 bp.register_blueprint(dashboard.bp)
+bp.register_blueprint(admin_tasks.bp)
 
 _scan_lock = threading.Lock()
 # A replay runs within its request; a slower one belongs to `taskctl dlq replay`.
 MAX_REPLAY_SECONDS = 120
 MAX_LIST = 1000
-# The backlog estimate reads status records in these states: accepted, not yet finished.
-UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRYING)
 
 
 def _filter(data: dict[str, Any]) -> DeadLetterFilter:
@@ -213,6 +211,7 @@ def replay() -> tuple[Response, int]:
         ) from None
     finally:
         subscriber.close()
+        api.backlog.invalidate()  # the dashboard shows the DLQ as it is after this
     return jsonify(result.as_dict()), 200
 
 
@@ -240,42 +239,5 @@ def purge() -> tuple[Response, int]:
         raise ApiRequestError(str(exc), code="no_selection") from None
     finally:
         subscriber.close()
+        api.backlog.invalidate()
     return jsonify(result.as_dict()), 200
-
-
-def _state(text: str | None) -> TaskState | None:
-    if text is None:
-        return None
-    try:
-        return TaskState(text)
-    except ValueError:
-        allowed = ", ".join(s.value for s in TaskState)
-        raise ApiRequestError(f"status must be one of {allowed}", code="invalid_status") from None
-
-
-@bp.get("/tasks")
-@admin_required
-def tasks() -> Response:
-    """Recent tasks (newest first) from their status records, optionally of one ?status."""
-    state = _state(request.args.get("status"))
-    limit = _positive_int(request.args.to_dict(), "limit", 50)
-    records = _store().list(state, limit=min(limit, MAX_LIST))
-    return jsonify(tasks=[r.model_dump(mode="json") for r in records])
-
-
-@bp.get("/overview")
-@admin_required
-def overview() -> Response:
-    """Task counts by state and the main subscription's backlog estimated from them."""
-    records = _store().list(limit=10**9)
-    counts = Counter(record.state.value for record in records)
-    return jsonify(
-        tasks_by_state={state.value: counts.get(state.value, 0) for state in TaskState},
-        backlog={
-            "main": {
-                "count": sum(counts.get(s.value, 0) for s in UNFINISHED),
-                "method": "estimate: status records queued, running or awaiting retry",
-            },
-            "dlq": {"method": "exact at scan time: GET /admin/dlq counts what it scanned"},
-        },
-    )

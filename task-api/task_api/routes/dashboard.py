@@ -30,10 +30,13 @@ from task_api.admin_session import (
 )
 from task_api.admin_sessions import CODE_SECONDS
 from task_api.auth import presented_key
+from task_api.routes.status import checked_task_id
 from task_api.services import services
 
 bp = Blueprint("dashboard", __name__)
 
+# How often the pages poll the admin API while auto-refresh is on.
+REFRESH_SECONDS = 5
 KEY_IN_URL = (
     "An admin key in a URL ends up in logs and browser history, so it is not accepted: "
     "sign in with the form."
@@ -75,6 +78,18 @@ def _to_dashboard(key: str) -> Response:
 @bp.get("")
 def page() -> Response:
     """The dashboard, or the sign-in form when the browser is not signed in."""
+    return _signed_in_page("admin_dashboard.html")
+
+
+@bp.get("/task/<task_id>")
+def task_page(task_id: str) -> Response:
+    """One task in depth (its data comes from GET /admin/tasks/<task_id>)."""
+    return _signed_in_page("admin_task.html", task_id=checked_task_id(task_id))
+
+
+def _signed_in_page(template: str, **context) -> Response:
+    """template for a signed-in browser (a session, or an admin key header starts one), or
+    the sign-in form."""
     admin_enabled()
     if "key" in request.args:
         return _login_page(KEY_IN_URL, status=400)
@@ -93,11 +108,13 @@ def page() -> Response:
     nonce = secrets.token_urlsafe(16)
     response.set_data(
         render_template(
-            "admin_dashboard.html",
+            template,
             csrf=csrf_token(session.id),
             csrf_header=CSRF_HEADER,
             nonce=nonce,
             settings=services().settings,
+            refresh_seconds=REFRESH_SECONDS,
+            **context,
         )
     )
     response.mimetype = "text/html"

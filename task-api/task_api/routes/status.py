@@ -24,7 +24,8 @@ READ_TIMEOUT_SECONDS = 3.0
 _READ_RETRY = DEFAULT_RETRY.with_timeout(READ_TIMEOUT_SECONDS)
 
 
-def _checked_id(task_id: str) -> str:
+def checked_task_id(task_id: str) -> str:
+    """task_id, or a 400 when it cannot be a task id."""
     if not _TASK_ID.fullmatch(task_id):
         raise ApiRequestError(
             "task_id must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
@@ -43,7 +44,7 @@ def view(record: TaskStatus) -> dict:
 @require_submit_key
 def task_status(task_id: str) -> tuple[Response, int, dict[str, str]]:
     """The task's status record; 404 when there is none, 400 for an impossible task id."""
-    record = _read(_checked_id(task_id))
+    record = read_record(checked_task_id(task_id))
     if record is None:
         raise ApiRequestError(f"no task {task_id} is known", status=404, code="task_not_found")
     return jsonify(view(record)), 200, {"Cache-Control": "no-store"}
@@ -54,9 +55,15 @@ def task_status(task_id: str) -> tuple[Response, int, dict[str, str]]:
 def cancel_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
     """Cancel a task: 200 cancelled (it had not started), 202 (it runs, and is asked to stop
     at its next check), 409 when it already finished, 404 when unknown."""
-    store = StatusStore(services().clients.bucket, retry=_READ_RETRY, timeout=READ_TIMEOUT_SECONDS)
+    api = services()
+    store = StatusStore(
+        api.clients.bucket,
+        retry=_READ_RETRY,
+        timeout=READ_TIMEOUT_SECONDS,
+        on_written=api.journal.written,
+    )
     try:
-        done = store.transition(_checked_id(task_id), request_cancel(utcnow()))
+        done = store.transition(checked_task_id(task_id), request_cancel(utcnow()))
     except (gexc.GoogleAPIError, requests.RequestException, StatusConflictError) as exc:
         raise InfrastructureError(f"cancel of {task_id} failed: {type(exc).__name__}") from exc
     if done.refused and done.refusal.reason == "not_found":
@@ -73,7 +80,8 @@ def cancel_task(task_id: str) -> tuple[Response, int, dict[str, str]]:
     return jsonify(view(record)), status, {"Cache-Control": "no-store"}
 
 
-def _read(task_id: str) -> TaskStatus | None:
+def read_record(task_id: str) -> TaskStatus | None:
+    """The task's record, None when there is none; a slow or failing bucket is a 503."""
     blob = services().clients.bucket.blob(status_object_name(task_id))
     try:
         data = blob.download_as_bytes(timeout=READ_TIMEOUT_SECONDS, retry=_READ_RETRY)

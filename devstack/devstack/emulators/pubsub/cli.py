@@ -10,14 +10,20 @@ import threading
 import click
 
 from devstack.emulators.pubsub.broker import Broker
+from devstack.emulators.pubsub.monitoring import MonitoringServer
 from devstack.emulators.pubsub.persistence import Snapshotter
 from devstack.emulators.pubsub.server import build_server
 
 log = logging.getLogger(__name__)
 
 
-def serve(host: str, port: int, data_dir: str | None = None) -> None:
-    """Serve on host:port until SIGTERM or SIGINT, then save state (with data_dir) and stop."""
+def serve(
+    host: str, port: int, data_dir: str | None = None, monitoring_port: int | None = None
+) -> None:
+    """Serve on host:port until SIGTERM or SIGINT, then save state (with data_dir) and stop.
+
+    With monitoring_port, subscriptions' backlog is served as Cloud Monitoring serves it.
+    """
     broker = Broker()
     snapshots = Snapshotter(broker, data_dir) if data_dir else None
     if snapshots is not None:
@@ -25,10 +31,20 @@ def serve(host: str, port: int, data_dir: str | None = None) -> None:
     server, bound = build_server(broker, host, port)
     if not bound:
         raise click.ClickException(f"could not listen on {host}:{port}")
+    monitoring = None
+    if monitoring_port is not None:
+        try:
+            monitoring = MonitoringServer(broker, host, monitoring_port)
+        except OSError as exc:
+            raise click.ClickException(
+                f"could not listen on {host}:{monitoring_port}: {exc}"
+            ) from None
     stop = threading.Event()
     ticker = threading.Thread(target=broker.run_ticker, args=(stop,), daemon=True)
     ticker.start()
     server.start()
+    if monitoring is not None:
+        monitoring.start()
     if snapshots is not None:
         snapshots.start()
 
@@ -37,6 +53,8 @@ def serve(host: str, port: int, data_dir: str | None = None) -> None:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"PUBSUB_EMULATOR_HOST={host}:{bound}")
+    if monitoring is not None:
+        click.echo(f"MONITORING_EMULATOR_HOST={host}:{monitoring.port}")
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
@@ -45,6 +63,8 @@ def serve(host: str, port: int, data_dir: str | None = None) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         broker.stop()
+        if monitoring is not None:
+            monitoring.stop()
         server.stop(grace=1).wait()
         if snapshots is not None:
             snapshots.stop()
@@ -74,10 +94,18 @@ def serve(host: str, port: int, data_dir: str | None = None) -> None:
     type=click.Path(file_okay=False),
     help="Keep topics, subscriptions, snapshots, IAM policies and unacked messages here.",
 )
-def pubsub_command(host: str, port: int, data_dir: str | None) -> None:
+@click.option(
+    "--monitoring-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    envvar="MONITORING_EMULATOR_PORT",
+    help="Also serve subscriptions' backlog as Cloud Monitoring's timeSeries.list here "
+    "(0: any free port).",
+)
+def pubsub_command(host: str, port: int, data_dir: str | None, monitoring_port: int | None) -> None:
     """Run the pure-Python Pub/Sub emulator in the foreground."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        serve(host, port, data_dir)
+        serve(host, port, data_dir, monitoring_port)
     except RuntimeError as exc:  # grpc raises it when the port cannot be bound
         raise click.ClickException(f"could not listen on {host}:{port}: {exc}") from exc
