@@ -20,6 +20,11 @@ BENCHMARKS = {
     "gcs-emulator": ["gcs_write_rate.py", "--compare"],
     # 100,000 tasks seeded through the journal (~6 min), then the dashboard's routes timed.
     "admin-index": ["admin_index.py"],
+    # The real API's dispatcher and the Jobs stand-in: submit-to-start latency while idle,
+    # a burst, delayed tasks' lateness, and idle meaning no worker process (~5 min).
+    "on-demand": ["on_demand.py"],
+    # The dispatcher on a fake clock: burst, trickle, diurnal against fixed schedules (~8 min).
+    "dispatcher-sim": ["dispatcher_sim.py"],
 }
 
 

@@ -197,7 +197,12 @@ def upload_inputs(api_url: str) -> None:
     """Upload the objects file_processing tasks read through POST /uploads (before any fault)."""
     for name, data in INPUT_FILES.items():
         response = requests.post(
-            f"{api_url}/uploads", files={"file": (name, data)}, data={"name": name}, timeout=30
+            f"{api_url}/uploads",
+            files={"file": (name, data)},
+            data={"name": name},
+            # What a script sends and an HTML form cannot (keys are off in the campaign).
+            headers={"X-Requested-With": "chaos"},
+            timeout=30,
         )
         if response.status_code != 201:
             raise RuntimeError(f"upload of {name} answered {response.status_code}: {response.text}")

@@ -14,6 +14,7 @@ import click
 from taskcore.errors import TaskPipelineError
 from taskcore.settings import Settings
 from taskctl.dlq import dlq
+from taskctl.queues import queues
 from taskctl.schedules import dispatch, schedules
 from taskctl.tasks import submit, tasks
 
@@ -123,11 +124,12 @@ def worker(queue: str | None) -> None:
 @main.command()
 @click.option("--port", envvar="PORT", type=int, default=8080, help="API port.")
 @click.option(
-    "--worker-interval",
-    envvar="WORKER_INTERVAL_SECONDS",
-    type=float,
-    default=5.0,
-    help="Seconds between scheduled worker executions.",
+    "--safety-net-seconds",
+    envvar="SAFETY_NET_SECONDS",
+    type=click.FloatRange(min=60),
+    default=600.0,
+    help="Seconds between the safety-net runs of each queue's job (first one after as long), "
+    "the local stand-in for Terraform's scheduled run; executions otherwise start on demand.",
 )
 @click.option(
     "--data-dir",
@@ -140,8 +142,9 @@ def worker(queue: str | None) -> None:
     default=True,
     help="Keep topics, messages and objects across restarts (in DATA_DIR/data).",
 )
-def dev(port: int, worker_interval: float, data_dir: str, persist: bool) -> None:
-    """Run the whole stack locally: emulators, bootstrap, API, and scheduled worker executions."""
+def dev(port: int, safety_net_seconds: float, data_dir: str, persist: bool) -> None:
+    """Run the whole stack locally: emulators, bootstrap, the API, and worker executions
+    started on demand through a local Cloud Run Jobs stand-in."""
     from taskctl.local import local_stack_missing
 
     missing = local_stack_missing()
@@ -152,7 +155,10 @@ def dev(port: int, worker_interval: float, data_dir: str, persist: bool) -> None
 
     try:
         code = run_dev_stack(
-            port=port, worker_interval=worker_interval, data_dir=data_dir, persist=persist
+            port=port,
+            data_dir=data_dir,
+            persist=persist,
+            safety_net_seconds=safety_net_seconds,
         )
     except EmulatorError as exc:
         raise click.ClickException(str(exc)) from None
@@ -196,6 +202,7 @@ main.add_command(tasks)
 main.add_command(submit)
 main.add_command(schedules)
 main.add_command(dispatch)
+main.add_command(queues)
 
 if __name__ == "__main__":
     main()

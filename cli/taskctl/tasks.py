@@ -104,7 +104,10 @@ def submit(task_type, fields, delay, run_at, wait_seconds, api_url, api_key, ide
 @api_key_option
 @identity_option
 def list_tasks(state, limit, as_json, api_url, api_key, identity_token):
-    """Recent tasks, newest first (needs an admin key)."""
+    """Recent tasks, newest change first (needs an admin key).
+
+    Read from the transition journal: a change shows within about 10 s (the journal's flush).
+    """
     with _client(api_url, api_key, identity_token) as client:
         records = _api_errors(lambda: client.list(state, limit))
     if as_json:

@@ -1,13 +1,16 @@
 """`taskctl dev`: the whole stack on local emulators, as `make run` starts it.
 
-Pub/Sub and GCS emulators, bootstrap, the API under gunicorn, and a worker execution
-every few seconds, each a fresh process as Cloud Scheduler would start a job execution.
-Ctrl+C (or SIGTERM) stops everything this started, and nothing else.
+Pub/Sub and GCS emulators, bootstrap, the Cloud Run Jobs stand-in holding one worker job
+per queue (devstack.local_jobs), and the API under gunicorn with its dispatcher on. The API
+starts executions through the stand-in exactly as it does through Cloud Run; a ticker calls
+its POST /internal/tick every second, as Cloud Scheduler does every minute. Nothing runs
+while the queues are empty: no worker process, no polling. Ctrl+C (or SIGTERM) stops
+everything this started, and nothing else.
 
 Everything it keeps is under the data folder (`.local/`, git-ignored):
 
     data/pubsub, data/gcs   emulator state, kept across restarts (`make clean-data` wipes it)
-    logs/                   the API's and the emulators' output
+    logs/                   the API's and the emulators' output; logs/jobs/ each worker's
     admin-key               the dashboard key made up for this run (owner-only)
     stack.json              where this running stack answers (taskctl finds it there)
 
@@ -25,13 +28,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.emulators import start_gcs_emulator, start_pubsub_emulator, wait_for_http
+from devstack.emulators import (
+    start_gcs_emulator,
+    start_jobs_standin,
+    start_pubsub_emulator,
+    wait_for_http,
+)
 from devstack.emulators.process import spawn
+from devstack.local_jobs import SAFETY_NET_SECONDS, Ticker, define_worker_jobs
 from devstack.ports import listening_socket
 from devstack.state import StackState, read_state, remove_state, state_path, write_state
 from taskcore.errors import EmulatorError
@@ -75,8 +83,14 @@ class DevFolders:
             (self.data / "gcs").mkdir(parents=True, exist_ok=True)
 
 
-def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: bool = True) -> int:
-    """Start everything, print how to use it, and run scheduled worker executions until stopped.
+def run_dev_stack(
+    *,
+    port: int,
+    data_dir: str,
+    persist: bool = True,
+    safety_net_seconds: float = SAFETY_NET_SECONDS,
+) -> int:
+    """Start everything, print how to use it, and tick the dispatcher until stopped.
 
     Returns the exit code: 0 after Ctrl+C or SIGTERM, 1 when the API stopped by itself.
     Raises StackError (or EmulatorError) when the stack cannot start.
@@ -115,6 +129,9 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: 
         os.environ.update(pubsub.env)
         os.environ.update(gcs.env)
         os.environ["PORT"] = str(port)
+        # Executions on demand, as deployed: the API's dispatcher starts them, workers report
+        # their lag and mark a queue drained (both sides read DISPATCH_ENABLED).
+        os.environ["DISPATCH_ENABLED"] = "true"
         # The dashboard needs an admin key; locally one is made up for this run, and kept in
         # a file only this user can read: never in a URL, the banner or a log.
         key_file = None
@@ -122,8 +139,20 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: 
             os.environ["ADMIN_API_KEYS"] = secrets.token_urlsafe(18)
             key_file = _write_private(folders.root / "admin-key", os.environ["ADMIN_API_KEYS"])
         settings = Settings.from_env()
+        registry = _task_registry(settings)
         bootstrap(settings)
         _seed_sample_input(settings)
+        # Its workers inherit this environment: the emulators, DISPATCH_ENABLED, the keys.
+        jobs = stack.enter_context(
+            start_jobs_standin(
+                log_path=str(folders.logs / "cloud-run-jobs.log"),
+                work_dir=str(folders.logs / "jobs"),
+            )
+        )
+        os.environ.update(jobs.env)
+        settings = Settings.from_env()
+        job_names = define_worker_jobs(jobs.env_value, settings, registry)
+        _say(f"Cloud Run Jobs stand-in at {jobs.env_value}: {len(job_names)} worker job(s)")
         api = _start_api(api_socket, folders.api_log)
         stack.callback(_terminate, api)
         api_socket.close()  # the API holds it now
@@ -135,7 +164,7 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: 
                 pid=os.getpid(),
                 api_url=url,
                 project_id=settings.project_id,
-                env={**pubsub.env, **gcs.env},
+                env={**pubsub.env, **gcs.env, **jobs.env},
                 data_dir=str(folders.root.resolve()),
                 api_log=str(folders.api_log.resolve()),
                 admin_key_file=str(key_file.resolve()) if key_file else None,
@@ -143,10 +172,28 @@ def run_dev_stack(*, port: int, worker_interval: float, data_dir: str, persist: 
         )
         stack.callback(remove_state, folders.root, os.getpid())
         link = _sign_in_link(url, sorted(settings.admin_api_keys)[0])
+        ticker = Ticker(
+            f"{url}/internal/tick",
+            jobs.env_value,
+            job_names,
+            safety_net_seconds=safety_net_seconds,
+        ).start()
+        stack.callback(ticker.stop)
         _banner(url, settings, link, key_file, folders, persist)
-        code = _run_workers(api, stop, worker_interval, folders.api_log)
-    _say("stopped: API, worker, emulators")
+        code = _watch_api(api, stop, folders.api_log)
+    _say("stopped: API, workers, emulators")
     return code
+
+
+def _task_registry(settings: Settings):
+    """The declared task types (TASK_MODULES): their queues are the jobs to define."""
+    from taskcore.errors import ConfigurationError
+    from taskcore.tasks import load_task_modules
+
+    try:
+        return load_task_modules(settings.task_modules)
+    except ConfigurationError as exc:
+        raise StackError(str(exc)) from None
 
 
 def _start_api(api_socket, log_path: Path) -> subprocess.Popen:
@@ -164,23 +211,15 @@ def _wait_for_api(url: str, api: subprocess.Popen, log_path: Path) -> None:
         raise StackError(f"the API {why}; the end of {log_path}:\n{_tail(log_path)}") from None
 
 
-def _run_workers(api, stop: threading.Event, interval: float, api_log: Path) -> int:
-    """A worker execution every `interval` seconds until stopped; 1 if the API dies meanwhile."""
-    while not stop.is_set():
+def _watch_api(api, stop: threading.Event, api_log: Path) -> int:
+    """Wait until stopped (0), or until the API dies (1, with the end of its log)."""
+    while not stop.wait(0.5):
         if api.poll() is not None:
             _say(
                 f"the API exited with code {api.returncode}; stopping. The end of {api_log}:\n"
                 + _tail(api_log)
             )
             return 1
-        execution = subprocess.Popen(
-            [sys.executable, "-m", "taskctl", "worker"],
-            env={**os.environ, "CLOUD_RUN_EXECUTION": f"local-{int(time.time())}"},
-        )
-        while execution.poll() is None:
-            if stop.wait(0.2):
-                _terminate(execution)
-        stop.wait(interval)
     return 0
 
 
@@ -267,7 +306,8 @@ Task pipeline running locally.
   API:      {url}   ({keys})
   Admin:    {admin}
   Bucket:   gs://{settings.bucket_name} (GCS emulator)
-  Worker:   one execution every few seconds, as Cloud Scheduler would run the job
+  Workers:  started on demand by the API's dispatcher, through the Cloud Run Jobs stand-in;
+            none runs while the queues are empty (their logs: {folders.logs / "jobs" if folders else "-"})
 {files}
 Try:
   curl -s -X POST {url}/submit-task -H 'Content-Type: application/json' \\

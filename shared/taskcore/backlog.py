@@ -197,3 +197,11 @@ def _failure(exc: Exception) -> str:
             "monitoring.timeSeries.list (infra/iam.tf grants it)"
         )
     return f"Cloud Monitoring could not be read: {type(exc).__name__}: {exc}"[:300]
+
+
+def queue_subscriptions(settings: Settings, queues: Sequence[str]) -> dict[str, str]:
+    """Each queue's subscription (short name), the default queue first."""
+    from taskcore.settings import DEFAULT_QUEUE
+
+    ordered = [DEFAULT_QUEUE, *sorted(set(queues) - {DEFAULT_QUEUE})]
+    return {queue: settings.subscription_name_for(queue) for queue in ordered}

@@ -245,7 +245,10 @@ def admin_paths(errors) -> dict[str, Any]:
                 "parameters": [_TASK_ID],
                 "responses": {
                     "200": _html("The task's page (signed in by cookie or admin key header)."),
-                    "400": _html("The sign-in form: a key in the URL (?key=) is refused."),
+                    "400": _html(
+                        "The sign-in form when a key is in the URL (?key=); a page saying so "
+                        "when the id is not a task id."
+                    ),
                     "401": _html("The sign-in form."),
                     "429": _THROTTLED_PAGE,
                 },

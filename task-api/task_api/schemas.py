@@ -265,7 +265,8 @@ class Overview(BaseModel):
     minutes: list[MinuteActivity]
     backlog: dict[str, Any] = Field(
         description="From Cloud Monitoring (or our emulator); available is false, with the "
-        "reason in detail, where the numbers cannot be had."
+        "reason in detail, where the numbers cannot be had. main and dlq: the default queue's "
+        "subscription and the DLQ's; queues: every declared queue's, the default first."
     )
 
 

@@ -131,6 +131,8 @@ def test_overview_backlog_is_pubsubs_own_count_per_subscription(admin, pipeline)
     assert backlog["dlq"]["undelivered"] == 2
     assert backlog["main"]["oldest_unacked_seconds"] >= 0
     assert backlog["main"]["measured_at"]
+    (default,) = backlog["queues"]  # the built-in types declare no queue of their own
+    assert default["queue"] == "default" and default["undelivered"] == 4
 
 
 def test_overview_says_when_the_emulator_cannot_tell_the_backlog(pipeline):

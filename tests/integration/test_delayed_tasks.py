@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.demand import DemandStore
 from taskcore.errors import TransientTaskError
+from taskcore.journal import FLUSH_SECONDS as JOURNAL_FLUSH_SECONDS
 from taskcore.publishing import Publisher
 from taskcore.schedule import SCHEDULED_PREFIX, ScheduleStore
 from taskcore.status import TaskState, utcnow
@@ -81,12 +83,18 @@ def test_taskctl_schedules_shows_and_cancels_a_task_and_lists_it(pipeline, api):
     assert json.loads(shown.output)["state"] == "scheduled"
     cancelled = CliRunner().invoke(cli_main, ["tasks", "cancel", task_id], env=env)
     assert json.loads(cancelled.output)["state"] == "cancelled"
-    listed = CliRunner().invoke(
-        cli_main,
-        ["tasks", "list", "--state", "cancelled", "--json"],
-        env={**env, "TASK_API_KEY": "admin-key"},
-    )
-    assert listed.exit_code == 0, listed.output
+    # The list reads the transition journal, which each process flushes every 10 s.
+    deadline = time.monotonic() + JOURNAL_FLUSH_SECONDS + 5
+    while True:
+        listed = CliRunner().invoke(
+            cli_main,
+            ["tasks", "list", "--state", "cancelled", "--json"],
+            env={**env, "TASK_API_KEY": "admin-key"},
+        )
+        assert listed.exit_code == 0, listed.output
+        if json.loads(listed.output) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert [t["task_id"] for t in json.loads(listed.output)] == [task_id]
     assert _tick(pipeline, seconds_ahead=601).dropped == [task_id]
     assert pull_all(pipeline, pipeline.subscription_path, wait=1) == []

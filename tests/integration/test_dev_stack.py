@@ -54,6 +54,19 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def worker_processes(pid: int) -> list[int]:
+    """The `taskctl worker` processes running below pid."""
+    found = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if alive(child) and b"taskctl" in cmdline and b"worker" in cmdline:
+            found.append(child)
+    return found
+
+
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a developer's shell: no emulator exported, this data folder."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
@@ -78,7 +91,7 @@ class Stack:
 def dev_stack(data_dir: Path, *args: str) -> Iterator[Stack]:
     """`taskctl dev` on a free port until /health answers; it and its children always die."""
     port = free_port()
-    env = clean_env(data_dir, WORKER_INTERVAL_SECONDS="1", IDLE_TIMEOUT_SECONDS="1")
+    env = clean_env(data_dir, IDLE_TIMEOUT_SECONDS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskctl", "dev", "--port", str(port), *args],
         cwd=ROOT,
@@ -127,8 +140,10 @@ def submit(url: str) -> str:
 
 def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_path):
     with dev_stack(tmp_path) as stack:
+        idle_at_start = worker_processes(stack.proc.pid)
         task_id = submit(stack.url)
         state = wait_until_succeeded(stack.url, task_id)
+        record = requests.get(f"{stack.url}/tasks/{task_id}", timeout=5).json()
         children = descendants(stack.proc.pid)
         recorded = json.loads((tmp_path / "stack.json").read_text())
         # A developer's shell elsewhere in the checkout, nothing exported: taskctl finds it.
@@ -142,7 +157,10 @@ def test_dev_stack_serves_processes_a_task_and_stops_everything_on_ctrl_c(tmp_pa
         )
         code, banner = stack.stop()
 
-    assert state == "succeeded", "a scheduled worker execution processed the task"
+    assert idle_at_start == [], "no worker runs while the queues are empty"
+    assert state == "succeeded", "an execution started on demand processed the task"
+    assert record["execution"].startswith("background-worker-"), "one of the stand-in's"
+    assert list((tmp_path / "logs" / "jobs").iterdir()), "its worker's log is kept"
     assert len(children) >= 3, "emulators and the API run as child processes"
     assert recorded["api_url"] == stack.url and "PUBSUB_EMULATOR_HOST" in recorded["env"]
     assert listing.returncode == 0, listing.stderr
@@ -209,3 +227,23 @@ def test_an_api_that_dies_stops_the_stack_non_zero_with_its_reason(tmp_path):
     assert code == 1
     assert "the API exited with code -9; stopping" in said
     assert api["api_log"] in said and "Listening at" in said, "with the end of its log"
+
+
+def test_the_local_stack_is_idle_when_its_queues_are_empty(tmp_path):
+    with dev_stack(tmp_path, "--in-memory") as stack:
+        task_id = submit(stack.url)
+        assert wait_until_succeeded(stack.url, task_id) == "succeeded"
+        # The execution drains the queue, waits IDLE_TIMEOUT_SECONDS (1 here) and exits.
+        deadline = time.monotonic() + 30
+        while worker_processes(stack.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        drained_in = time.monotonic() - deadline + 30
+        # Then the ticks go on every second, and start nothing.
+        seen = set()
+        for _ in range(25):
+            seen.update(worker_processes(stack.proc.pid))
+            time.sleep(0.2)
+        stack.stop()
+
+    assert drained_in < 30, "the execution exits once the queue is empty"
+    assert seen == set(), "no worker process starts while the queues stay empty"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from background_worker.worker import drain_subscription
@@ -49,3 +51,23 @@ def test_a_dead_letter_of_a_queue_is_replayed_back_to_that_queue(queued):
     (back,) = pull_all(queued, queued.subscription_path_for("urgent"))
     assert back.message.attributes["task_id"] == task_id
     assert back.message.attributes["queue"] == "urgent"
+
+
+def test_taskctl_queues_shows_each_queues_backlog(queued):
+    if not queued.monitoring_emulator_host:
+        pytest.skip("Google's Pub/Sub emulator has no metrics: TASKCTL_PUBSUB_EMULATOR=python")
+    publish_tasks(queued, [("page_someone", {"who": "alice"})] * 3)
+    publish_tasks(queued, [("data_transformation", {"dataset_size": 3})])
+
+    listing = taskctl(queued, "queues", "--json")
+    table = taskctl(queued, "queues")
+
+    assert listing.exit_code == 0, listing.output
+    shown = {q["queue"]: q for q in json.loads(listing.stdout)["queues"]}
+    assert list(shown) == ["default", "urgent"], "the default queue first"
+    assert shown["urgent"]["undelivered"] == 3 and shown["default"]["undelivered"] == 1
+    assert shown["urgent"]["subscription"] == queued.subscription_name_for("urgent")
+    assert shown["urgent"]["task_types"] == ["page_someone"]
+    assert table.exit_code == 0
+    urgent_line = next(line for line in table.output.splitlines() if line.startswith("urgent"))
+    assert urgent_line.split()[1] == "3"

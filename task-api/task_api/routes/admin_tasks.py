@@ -19,6 +19,7 @@ from task_api.admin_session import admin_required
 from task_api.routes.outputs import output_content, output_listing, succeeded_record
 from task_api.routes.status import checked_task_id, read_record, view
 from task_api.services import services
+from taskcore.backlog import queue_subscriptions
 from taskcore.errors import ApiRequestError, InfrastructureError
 from taskcore.status import StatusStore, TaskState, TaskStatus
 from taskcore.task_index import PageCursor, TaskIndex
@@ -52,7 +53,7 @@ def _index() -> TaskIndex:
 
 
 def _state(text: str | None) -> TaskState | None:
-    if not text:
+    if text is None:
         return None
     try:
         return TaskState(text)
@@ -144,7 +145,8 @@ def overview() -> Response:
         raise _unavailable("the writers' stats read", exc) from exc
     settings = api.settings
     names = {"main": settings.subscription_name, "dlq": settings.dlq_subscription_name}
-    backlog = api.backlog.read(list(names.values()))
+    queues = queue_subscriptions(settings, api.registry.queues())
+    backlog = api.backlog.read([*queues.values(), settings.dlq_subscription_name])
     totals = activity.totals()
     failed = totals["retrying"] + totals["dead_lettered"]
     attempts = failed + totals["succeeded"]
@@ -174,5 +176,13 @@ def overview() -> Response:
                 }
                 for role, name in names.items()
             },
+            "queues": [
+                {
+                    "queue": queue,
+                    "subscription": name,
+                    **(backlog.subscriptions[name].as_dict() if backlog.available else {}),
+                }
+                for queue, name in queues.items()
+            ],
         },
     )

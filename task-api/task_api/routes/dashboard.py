@@ -12,6 +12,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
+from markupsafe import escape
 
 from task_api.admin_session import (
     CSRF_HEADER,
@@ -32,6 +33,7 @@ from task_api.admin_sessions import CODE_SECONDS
 from task_api.auth import presented_key
 from task_api.routes.status import checked_task_id
 from task_api.services import services
+from taskcore.errors import ApiRequestError
 
 bp = Blueprint("dashboard", __name__)
 
@@ -84,7 +86,17 @@ def page() -> Response:
 @bp.get("/task/<task_id>")
 def task_page(task_id: str) -> Response:
     """One task in depth (its data comes from GET /admin/tasks/<task_id>)."""
-    return _signed_in_page("admin_task.html", task_id=checked_task_id(task_id))
+    try:
+        checked = checked_task_id(task_id)
+    except ApiRequestError as exc:
+        # A page, as every refusal of the dashboard's pages: a person reads it.
+        return Response(
+            "<!doctype html><meta charset=utf-8><title>Not a task id</title>"
+            f"<p>{escape(str(exc))}</p>",
+            status=400,
+            mimetype="text/html",
+        )
+    return _signed_in_page("admin_task.html", task_id=checked)
 
 
 def _signed_in_page(template: str, **context) -> Response:
