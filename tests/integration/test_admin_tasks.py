@@ -20,7 +20,6 @@ pytestmark = pytest.mark.integration
 
 ADMIN_KEY = "admin-tasks-key"
 SUBMIT_KEY = "admin-tasks-submit-key"
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture
@@ -50,7 +49,9 @@ def record(task_id: str, state: TaskState, seconds_ago: int, **fields) -> TaskSt
         task_id=task_id,
         task_type="data_transformation",
         state=state,
-        updated_at=NOW - timedelta(seconds=seconds_ago),
+        # Relative to the write, as real records are (the journal files entries by when
+        # they were written; a page reads a couple of minutes around its cursor).
+        updated_at=datetime.now(UTC) - timedelta(seconds=seconds_ago),
         **fields,
     )
 

@@ -89,7 +89,8 @@ class Stack:
 
 @contextlib.contextmanager
 def dev_stack(data_dir: Path, *args: str) -> Iterator[Stack]:
-    """`taskctl dev` on a free port until /health answers; it and its children always die."""
+    """`taskctl dev` on a free port until it says where it runs (stack.json, written once its
+    API answers and its jobs are defined); it and its children always die."""
     port = free_port()
     env = clean_env(data_dir, IDLE_TIMEOUT_SECONDS="1")
     proc = subprocess.Popen(
@@ -106,7 +107,9 @@ def dev_stack(data_dir: Path, *args: str) -> Iterator[Stack]:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/health", timeout=1).ok:
+                if (data_dir / "stack.json").exists() and requests.get(
+                    f"{url}/health", timeout=1
+                ).ok:
                     break
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             time.sleep(0.2)
