@@ -109,15 +109,8 @@ def api_server(settings: Settings, log_dir: Path, **env: str):
 
 
 def settings_environ(settings: Settings) -> dict[str, str]:
-    """Settings as environment variables (key sets comma-separated)."""
-    env = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if isinstance(value, frozenset):
-            env[field.alias] = ",".join(sorted(value))
-        elif value is not None:
-            env[field.alias] = str(value)
-    return env
+    """Settings as the environment variables a process reads (Settings.as_environ)."""
+    return settings.as_environ()
 
 
 # --- load --------------------------------------------------------------------------------------

@@ -9,6 +9,12 @@ for the dispatcher at the moment the message is due (taskcore.schedule): its tic
 sure an execution drains the queue.
 
 One wake-up per queue and second is enough; this execution writes each second once.
+
+Rechecks: an execution that worked and then found its queue empty leaves one more wake-up,
+a lease later. A message can be leased and yet never seen: a pull whose answer was lost (a
+timeout, a dropped stream) holds its messages for the ack deadline, and the executions that
+could take them back may all have exited by then. The recheck starts one that will; it finds
+the queue empty at worst, and an execution that received nothing leaves no recheck.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # A message returned "now" is due a moment later: the wake-up must not come before it.
 SETTLE_SECONDS = 1.0
+# Rechecks are due on a multiple of this: executions ending together share one wake-up.
+RECHECK_GRAIN_SECONDS = 10
+# After the ack deadline, the lapsed lease must have made the message deliverable again.
+RECHECK_MARGIN_SECONDS = 5.0
 
 
 class LagReporter:
@@ -71,6 +81,19 @@ class Wakeups:
                 return
             self._written.add(due)
         self.schedule.add_wakeup(datetime.fromtimestamp(due, UTC), self.queue)
+
+    def recheck(self, ack_deadline_seconds: float) -> None:
+        """This execution worked and found its queue empty: look again once every lease a
+        lost pull may hold has lapsed (one wake-up per queue and RECHECK_GRAIN_SECONDS)."""
+        at = datetime.now(UTC).timestamp() + ack_deadline_seconds + RECHECK_MARGIN_SECONDS
+        due = math.ceil(at / RECHECK_GRAIN_SECONDS) * RECHECK_GRAIN_SECONDS
+        try:
+            self.schedule.add_wakeup(datetime.fromtimestamp(due, UTC), self.queue)
+        except Exception as exc:  # the safety-net execution picks the work up then
+            log.warning("recheck not asked for: %s", exc)
+            return
+        with self._lock:
+            self._written.add(due)
 
     def replace_me(self, task_name: str) -> None:
         """This worker task stops with work maybe left: ask for one to take its place now."""

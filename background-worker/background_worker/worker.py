@@ -204,6 +204,8 @@ class Worker:
             elif summary.stop_reason == "idle" and self._last_pull_started is not None:
                 # Tells the dispatcher that what was queued before this pull has been taken.
                 self.demand.mark_drained(self.settings.queue, self._last_pull_started)
+                if summary.received and self.wakeups is not None:
+                    self.wakeups.recheck(settings.ack_deadline_seconds)
             elif summary.stop_reason in REPLACED_ON and self.wakeups is not None:
                 self.wakeups.replace_me(self._worker_task_name())
             # Leases and claims keep running while in-flight work finishes, whatever stopped us.

@@ -12,9 +12,10 @@ import requests
 from devstack.emulators import start_jobs_standin
 from devstack.local_jobs import Ticker, define_worker_jobs
 from dispatcher.jobs import JobsGateway
+from taskcore.clients import subscriber_client
 from taskcore.status import TaskState
 from tests.integration.api_process import running_api
-from tests.integration.helpers import settings_env, status_of
+from tests.integration.helpers import publish_tasks, settings_env, status_of
 from tests.registries import builtin_registry
 
 pytestmark = pytest.mark.integration
@@ -128,3 +129,35 @@ def test_a_delayed_task_runs_once_due_through_the_tick(on_demand):
         ticker.stop()
     record = status_of(settings, task_id)
     assert record.started_at >= record.run_at  # never early
+
+
+def test_a_message_whose_pull_answer_was_lost_runs_once_its_lease_lapses(on_demand):
+    """A pull answered by the server but never seen by its caller holds its messages for the
+    ack deadline (10 s here), while the execution that ran the rest finds the queue empty and
+    exits. Nothing new arrives; the recheck it left starts the one that runs the lost task."""
+    settings, api = on_demand
+    (lost,) = publish_tasks(settings, [("data_transformation", {"dataset_size": 2})])
+    subscriber = subscriber_client(settings)
+    try:
+        taken = subscriber.pull(
+            request={"subscription": settings.subscription_path, "max_messages": 1}, timeout=10
+        ).received_messages
+    finally:
+        subscriber.close()
+    assert [m.message.attributes["task_id"] for m in taken] == [lost]  # and never settled
+    ticker = Ticker(f"{api.url}/internal/tick", interval=0.25).start()
+    try:
+        seen = requests.post(f"{api.url}/submit-task", json=WORK, timeout=10).json()["task_id"]
+        _until(
+            lambda: status_of(settings, seen).state == TaskState.SUCCEEDED,
+            30,
+            "the submitted task ran",
+        )
+        _until(
+            lambda: (r := status_of(settings, lost)) is not None and r.state == TaskState.SUCCEEDED,
+            settings.ack_deadline_seconds + 40,
+            "the task whose pull was lost ran after its lease lapsed",
+        )
+    finally:
+        ticker.stop()
+    assert len(_executions(settings)) >= 2, "a second execution, started by the recheck"
