@@ -179,9 +179,9 @@ resource "google_pubsub_topic_iam_member" "worker_dlq_publisher" {
   member  = google_service_account.worker.member
 }
 
-# A task whose Pub/Sub delivery count nears max_delivery_attempts without having failed
-# (its deliveries were released, not run) goes back to its queue's topic as a fresh message,
-# so Pub/Sub's dead-letter policy does not take it.
+# A message whose Pub/Sub delivery count reaches half of pubsub_max_delivery_attempts (its
+# deliveries lost to crashes or released, not failed) goes back to its queue's topic as a
+# fresh message, so Pub/Sub's dead-letter policy does not take it.
 resource "google_pubsub_topic_iam_member" "worker_tasks_publisher" {
   for_each = local.queues
 

@@ -38,14 +38,24 @@ resource "google_pubsub_subscription" "worker" {
   # No retry_policy: the worker applies the backoff itself (RETRY_*_BACKOFF_SECONDS, sent as
   # modifyAckDeadline) from its own count of the task's failures.
 
-  # The safety net: after max_delivery_attempts deliveries Pub/Sub's service agent forwards a
-  # message the worker never settled (a crash loop) to the DLQ topic, whatever its queue (a
-  # replay returns each dead letter to its own queue). The worker dead-letters
-  # a task itself, with its reason, once it has failed MAX_DELIVERY_ATTEMPTS times, and
-  # re-publishes a message on its last delivery when the task still has attempts left.
+  # The safety net: after pubsub_max_delivery_attempts deliveries Pub/Sub's service agent
+  # forwards a message the worker never settled to the DLQ topic, whatever its queue (a
+  # replay returns each dead letter to its own queue). The worker dead-letters a task itself,
+  # with its reason, once it has failed MAX_DELIVERY_ATTEMPTS times of its own (far below
+  # this), and re-publishes a message as a fresh one from half of this many deliveries, so
+  # deliveries lost to crashes never bring a task here.
   dead_letter_policy {
     dead_letter_topic     = google_pubsub_topic.dlq.id
-    max_delivery_attempts = var.max_delivery_attempts
+    max_delivery_attempts = var.pubsub_max_delivery_attempts
+  }
+
+  lifecycle {
+    precondition {
+      # Below it, Pub/Sub would dead-letter tasks before their own failures could, without
+      # a reason (the code refuses such settings too).
+      condition     = var.pubsub_max_delivery_attempts > var.max_delivery_attempts
+      error_message = "pubsub_max_delivery_attempts must be above max_delivery_attempts."
+    }
   }
 
   # A subscription nobody pulls for 31 days is deleted by default; a queue may stay idle

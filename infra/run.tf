@@ -16,7 +16,7 @@ locals {
     BUCKET_NAME                 = google_storage_bucket.tasks.name
     DLQ_TOPIC_NAME              = google_pubsub_topic.dlq.name
     DLQ_SUBSCRIPTION_NAME       = google_pubsub_subscription.dlq.name
-    MAX_DELIVERY_ATTEMPTS       = tostring(var.max_delivery_attempts) # = dead_letter_policy
+    MAX_DELIVERY_ATTEMPTS       = tostring(var.max_delivery_attempts)
     MAX_PROCESSING_TIME_SECONDS = tostring(var.max_processing_time_seconds)
     MAX_TASK_BYTES              = tostring(var.max_task_bytes)
     LOG_LEVEL                   = var.log_level
@@ -68,6 +68,8 @@ locals {
     RETRY_MIN_BACKOFF_SECONDS = tostring(var.retry_min_backoff_seconds)
     RETRY_MAX_BACKOFF_SECONDS = tostring(var.retry_max_backoff_seconds)
     CLAIM_SECONDS             = tostring(var.claim_seconds)
+    # = dead_letter_policy: the worker re-publishes a message from half of it.
+    PUBSUB_MAX_DELIVERY_ATTEMPTS = tostring(var.pubsub_max_delivery_attempts)
     # 0: the worker reads its budget from the job's memory limit (the container's cgroup).
     WORKER_MEMORY_MB = tostring(var.worker_memory_mb)
     # Wake-ups (a task sent back with a backoff) and wait reports for the dispatcher.

@@ -89,12 +89,23 @@ variable "worker_image_tag" {
 # --- the subscription (Terraform and the code read the same values) ----------------------
 
 variable "max_delivery_attempts" {
-  description = "Deliveries before Pub/Sub dead-letters a task (5 to 100). Set on the subscription and as MAX_DELIVERY_ATTEMPTS for the code."
+  description = "Failed runs of its own before the worker dead-letters a task with its last error (1 to 99, below pubsub_max_delivery_attempts); MAX_DELIVERY_ATTEMPTS for the code."
   type        = number
   default     = 5
 
   validation {
-    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    condition     = var.max_delivery_attempts >= 1 && var.max_delivery_attempts <= 99
+    error_message = "A task may fail 1 to 99 times; Pub/Sub's own limit must stay above it."
+  }
+}
+
+variable "pubsub_max_delivery_attempts" {
+  description = "The subscriptions' dead-letter policy (5 to 100, above max_delivery_attempts): Pub/Sub's safety net for a message no worker settles. Set on the subscriptions and as PUBSUB_MAX_DELIVERY_ATTEMPTS for the worker, which re-publishes a message from half of it."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.pubsub_max_delivery_attempts >= 5 && var.pubsub_max_delivery_attempts <= 100
     error_message = "Pub/Sub accepts 5 to 100 delivery attempts."
   }
 }

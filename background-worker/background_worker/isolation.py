@@ -171,12 +171,14 @@ class Isolation:
                 try:
                     message = receiver.recv()
                 except EOFError:
-                    message = None
-                if message and message[0] == "progress":
+                    # The child is gone without a result (a crash, the OOM killer). A closed
+                    # pipe stays readable, so this is the only place that can tell.
+                    child.join(KILL_GRACE_SECONDS)
+                    return _died(child.exitcode, peak, budget)
+                if message[0] == "progress":
                     on_progress(message[1])
                     continue
-                if message:
-                    return _outcome(message)
+                return _outcome(message)
             if not child.is_alive() and not receiver.poll(0):
                 return _died(child.exitcode, peak, budget)
             peak = max(peak, resident_bytes(child.pid))

@@ -9,7 +9,7 @@ Outcomes and what they do to the message:
 - retried: a failure that may pass: it comes back after a backoff the worker applies;
 - cancelled: the task was cancelled: acked;
 - released: back to the queue without counting against the task (shutdown, another run
-  holds the task, or its Pub/Sub deliveries were about to run out and it was re-published);
+  holds the task, or its Pub/Sub deliveries were running out and it was re-published);
 - infrastructure: storage stayed unreachable past retries: returned, and the execution stops.
 """
 
@@ -31,7 +31,7 @@ from background_worker.results import Message, Outcome, Recorder
 from background_worker.runs import Run
 from taskcore import lifecycle
 from taskcore.context import SHUTDOWN
-from taskcore.deadletter import dead_letter
+from taskcore.deadletter import REFRESHED_FROM, UNSETTLED_DELIVERIES, dead_letter
 from taskcore.envelope import TASK_ID_PATTERN, parse_message, peek_task_fields
 from taskcore.errors import InvalidTaskError, PublishError
 from taskcore.events import Event
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 30.0
 # While another run holds a task, look at its record this often.
 WAIT_POLL_SECONDS = 2.0
-# Attribute naming the message a re-published copy replaces.
-REFRESHED_FROM = "refreshed_from"
 
 # The log event of each outcome (taskcore.events defines them; alerts filter on them).
 OUTCOME_EVENTS = {
@@ -215,8 +213,8 @@ class TaskProcessor:
                     return self.recorder.finish_cancelled(message, envelope.task_id, None)
                 if verdict == Verdict.DEAD:
                     return self._already_dead(message, record)
-                if self._deliveries_running_out(message):
-                    return self._refresh(message)
+                if self._deliveries_running_out(message) and self._refresh(message, record):
+                    return Outcome.RELEASED
                 outcome = self._run(
                     item, message, delivery, task_type, envelope, payload, record, verdict
                 )
@@ -226,7 +224,7 @@ class TaskProcessor:
     def _run(self, item, message, delivery, task_type, envelope, payload, record, verdict):
         """Run the task once and record it; None when it must be judged again first."""
         attempt = (record.attempts if record else 0) + 1
-        suspect = _suspect(record, verdict, message.delivery_attempt)
+        suspect = _suspect(record, verdict, message)
         run = Run(
             settings=self.settings,
             bucket=self.bucket,
@@ -296,27 +294,41 @@ class TaskProcessor:
         return False
 
     def _deliveries_running_out(self, message: Message) -> bool:
-        # Pub/Sub dead-letters a message by itself after max_delivery_attempts deliveries,
-        # whatever the cause: crashes, expired leases, outages. Only the task's own failures
-        # may take it to the DLQ, so its last delivery is swapped for a fresh message.
+        # Pub/Sub dead-letters a message by itself after PUBSUB_MAX_DELIVERY_ATTEMPTS
+        # deliveries, whatever the cause: crashes, expired leases, outages. Only the task's own
+        # failures may take it to the DLQ, so from half that many deliveries on the message is
+        # swapped for a fresh one: as many deliveries again may be lost, or their re-publish
+        # fail, before Pub/Sub's limit.
         attempt = message.delivery_attempt or 0
-        return attempt >= self.settings.max_delivery_attempts
+        return attempt >= self.settings.refresh_delivery_attempt
 
-    def _refresh(self, message: Message) -> Outcome:
+    def _refresh(self, message: Message, record: TaskStatus | None) -> bool:
+        """Re-publish the message as a fresh one and ack this one; False if the publish
+        failed, and the task is run on this delivery instead (it is still far from Pub/Sub's
+        limit, and handing it back would only spend another delivery)."""
         attributes = {k: v for k, v in message.attributes.items() if not k.startswith("goog")}
         attributes[REFRESHED_FROM] = message.message_id
+        unsettled = _unsettled_deliveries(record, message)
+        if unsettled:
+            attributes[UNSETTLED_DELIVERIES] = str(unsettled)
         try:
             # Back to the topic of the queue it came from (the one this execution drains).
             self.publisher.publish(
                 self.settings.topic_path_for(self.settings.queue), message.data, attributes
             )
         except PublishError as exc:
-            log.warning("could not re-publish a message on its last delivery: %s", exc)
-            self.settler.delay(message.ack_id, self.settings.retry_min_backoff_seconds)
-            return Outcome.RELEASED
+            log.warning(
+                "could not re-publish a message on delivery %s; running it on this one: %s",
+                message.delivery_attempt,
+                exc,
+            )
+            return False
         self.settler.ack(message.ack_id)
-        log.info("re-published on its last Pub/Sub delivery; the old message is acked")
-        return Outcome.RELEASED
+        log.info(
+            "re-published on delivery %s, before Pub/Sub's limit; the old message is acked",
+            message.delivery_attempt,
+        )
+        return True
 
     def _already_dead(self, message: Message, record: TaskStatus) -> Outcome:
         info = record.dead_letter
@@ -398,18 +410,27 @@ def _delivery(envelope, attributes: dict[str, str], message_id: str) -> Delivery
     )
 
 
-def _suspect(record: TaskStatus | None, verdict: Verdict, delivery_attempt: int | None) -> bool:
+def _suspect(record: TaskStatus | None, verdict: Verdict, message: Message) -> bool:
     """Whether the task may have killed an execution, so its run must be isolated.
 
     A run that died holding the task (its claim expired), or a delivery that came back more
-    often than the task failed: an execution ended without settling it. This very task may
-    have killed it (memory, a crash), even before it could claim anything, so it runs in a
-    child process from now on, apart from the tasks beside it.
+    often than the task failed (on this message or the one it was re-published from): an
+    execution ended without settling it. This very task may have killed it (memory, a
+    crash), even before it could claim anything, so it runs in a child process from now on,
+    apart from the tasks beside it.
     """
     if verdict == Verdict.TAKE_OVER or (record is not None and record.interruptions):
         return True
-    unexplained = (delivery_attempt or 1) - 1 - (record.failures if record else 0)
-    return unexplained > 0
+    return _unsettled_deliveries(record, message) > 0
+
+
+def _unsettled_deliveries(record: TaskStatus | None, message: Message) -> int:
+    """Deliveries of the task no run settled: those of this message beyond the task's
+    failures, plus those its re-published predecessors carried over."""
+    raw = message.attributes.get(UNSETTLED_DELIVERIES) or "0"
+    carried = int(raw) if raw.isdigit() and len(raw) <= 6 else 0
+    unexplained = (message.delivery_attempt or 1) - 1 - (record.failures if record else 0)
+    return carried + max(0, unexplained)
 
 
 def _valid_task_id(task_id: str) -> bool:

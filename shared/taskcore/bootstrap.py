@@ -59,7 +59,9 @@ def worker_subscription_request(settings: Settings, queue: str = DEFAULT_QUEUE) 
         "message_retention_duration": duration_pb2.Duration(seconds=RETENTION_SECONDS),
         "dead_letter_policy": {
             "dead_letter_topic": settings.dlq_topic_path,
-            "max_delivery_attempts": settings.max_delivery_attempts,
+            # A safety net far above the task's own MAX_DELIVERY_ATTEMPTS: deliveries lost to
+            # crashes count here too, and only the task's own failures may dead-letter it.
+            "max_delivery_attempts": settings.pubsub_max_delivery_attempts,
         },
     }
 

@@ -1,9 +1,14 @@
 """Dead letters: what the worker publishes to the DLQ topic, and the attributes that say why.
 
 A dead letter carries the original data and attributes plus error_type, error_message,
-failed_at, delivery_attempt, task_id/task_type and source_subscription. Messages that
-Pub/Sub dead-lettered on its own (crash, lease expiry) carry its CloudPubSubDeadLetter*
-attributes instead; `describe_dead_letter` reads both kinds.
+failed_at, delivery_attempt, task_id/task_type, source_subscription and dead_letter_key.
+Messages that Pub/Sub dead-lettered on its own (crash, lease expiry) carry its
+CloudPubSubDeadLetter* attributes instead; `describe_dead_letter` reads both kinds.
+
+Pub/Sub has no idempotent publish: a worker that dies between publishing a dead letter and
+recording it published leaves the next delivery to publish it again. So every dead letter
+names the death it reports, `dead_letter_key` (the task and its life: task_id and
+replay_count), and the DLQ tools treat the letters of one key as one.
 """
 
 from __future__ import annotations
@@ -21,8 +26,28 @@ ERROR_ATTRIBUTES = (
     "delivery_attempt",
     "source_subscription",
     "dead_lettered_by",
+    "dead_letter_key",
 )
 PUBSUB_DEAD_LETTER_PREFIX = "CloudPubSubDeadLetterSource"
+DEAD_LETTER_KEY = "dead_letter_key"
+# Attributes the worker sets on a message it re-publishes before Pub/Sub's delivery limit:
+# the message it replaces, and how many deliveries of the task no run settled so far (the
+# task may have killed those executions, so its fresh copy still runs isolated). A replay
+# starts a new life and strips them.
+REFRESHED_FROM = "refreshed_from"
+UNSETTLED_DELIVERIES = "unsettled_deliveries"
+REFRESH_ATTRIBUTES = (REFRESHED_FROM, UNSETTLED_DELIVERIES)
+
+
+def dead_letter_key(task_id: str | None, replay_count: str | None, message_id: str) -> str:
+    """What identifies one death: the task's id and life, else (no task id) the message's id.
+
+    A task dies at most once per life (a replay starts the next one), so any two dead
+    letters with one key are copies of the same death.
+    """
+    if task_id:
+        return f"{task_id}#{replay_count or '0'}"
+    return f"msg-{message_id}"
 
 
 def dead_letter_attributes(
@@ -46,6 +71,12 @@ def dead_letter_attributes(
     for key, value in (task_fields or {}).items():
         if value:
             reason[key] = truncate_utf8(str(value))
+    task_id = reason.get("task_id") or original.get("task_id")
+    if task_id:
+        # Without a task id the key is the dead letter's own message id (`dead_letter_key`),
+        # which is only known once published: the attribute is left out then.
+        key = dead_letter_key(task_id, original.get("replay_count"), "")
+        reason[DEAD_LETTER_KEY] = truncate_utf8(key)
     kept = {k: v for k, v in original.items() if k not in reason}
     # Our reason must fit: drop surplus original attributes rather than the reason.
     room = MAX_ATTRIBUTES - len(reason)

@@ -101,8 +101,19 @@ class Settings(BaseModel):
         "MAX_DELIVERY_ATTEMPTS",
         5,
         "both",
-        "Failed runs before a task is dead-lettered with its last error; also the subscription's "
-        "dead-letter policy, Pub/Sub's own safety net (5 to 100).",
+        "Failed runs of its own before a task is dead-lettered with its last error (1 to 99, "
+        "below PUBSUB_MAX_DELIVERY_ATTEMPTS). Deliveries lost to crashes do not count.",
+        ge=1,
+        le=99,
+    )
+    pubsub_max_delivery_attempts: int = _env(
+        "PUBSUB_MAX_DELIVERY_ATTEMPTS",
+        100,
+        "worker",
+        "The worker subscription's dead-letter policy (5 to 100, above MAX_DELIVERY_ATTEMPTS): "
+        "Pub/Sub's own safety net for a message no worker ever settles. The worker re-publishes "
+        "a message as a fresh one from half of this many deliveries, so lost deliveries never "
+        "take a task there.",
         ge=5,
         le=100,
     )
@@ -419,6 +430,24 @@ class Settings(BaseModel):
             if not prefix.endswith("/") or prefix.startswith("/") or ".." in prefix.split("/"):
                 raise ValueError(f"{prefix!r} must be a folder like uploads/")
         return tuple(value)
+
+    @model_validator(mode="after")
+    def _safety_net_above_the_tasks_own_limit(self) -> Settings:
+        if self.pubsub_max_delivery_attempts <= self.max_delivery_attempts:
+            # Pub/Sub would dead-letter a task before its own failures could: the DLQ would
+            # fill with tasks that never used their attempts, without a reason.
+            raise ValueError(
+                f"PUBSUB_MAX_DELIVERY_ATTEMPTS ({self.pubsub_max_delivery_attempts}) must be "
+                f"above MAX_DELIVERY_ATTEMPTS ({self.max_delivery_attempts})"
+            )
+        return self
+
+    @property
+    def refresh_delivery_attempt(self) -> int:
+        """From this delivery on, the worker swaps a message for a fresh copy before running
+        it: half of Pub/Sub's limit, so as many deliveries again may be lost (or their
+        re-publish fail) before Pub/Sub's safety net would dead-letter the task."""
+        return max(2, self.pubsub_max_delivery_attempts // 2)
 
     @model_validator(mode="after")
     def _keys_have_one_role(self) -> Settings:

@@ -1,8 +1,7 @@
 """What the fault campaign found, each reduced to a deterministic test on the real emulators.
 
 Each test plays the moment a campaign caught (named in its docstring) without any random
-fault, and asserts the promise the checker found broken. They are expected to fail
-(strict xfail) until the worker is fixed; a fix makes them pass, and then the marker goes.
+fault, and asserts the promise the checker found broken; each failed until its fix.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import pytest
 from background_worker.worker import drain_subscription
 from chaos.stack import TASK_MODULES
 from taskcore import lifecycle
+from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client, subscriber_client
 from taskcore.deadletter import dead_letter
@@ -28,9 +28,30 @@ from tests.integration.helpers import status_of
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# Pub/Sub's dead-letter policy in the tests that lose deliveries: low, so that they reach
+# the worker's refresh point (half of it) and come near the limit itself.
+SAFETY_NET = 10
+
+
 @pytest.fixture
 def registry():
     return load_task_modules(TASK_MODULES)
+
+
+@pytest.fixture
+def chaos_pipeline(settings):
+    """The pipeline with the campaign's task modules (an isolated run's child loads them)."""
+    chaos = settings.replace(task_modules=TASK_MODULES)
+    bootstrap(chaos)
+    return chaos
+
+
+@pytest.fixture
+def safety_net(settings):
+    """The chaos pipeline with Pub/Sub's dead-letter policy at SAFETY_NET deliveries."""
+    tight = settings.replace(task_modules=TASK_MODULES, pubsub_max_delivery_attempts=SAFETY_NET)
+    bootstrap(tight)
+    return tight
 
 
 def publish_task(settings, registry, task_type: str, fields: dict):
@@ -83,12 +104,6 @@ class TopicDown(Publisher):
         return super().publish(topic_path, data, attributes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="campaign finding 1: the worker publishes a pending dead letter again on redelivery "
-    "although the crashed run's publish landed",
-)
 def test_a_crash_between_the_dead_letter_publish_and_its_confirmation_leaves_one_dead_letter(
     pipeline, registry
 ):
@@ -135,39 +150,31 @@ def test_a_crash_between_the_dead_letter_publish_and_its_confirmation_leaves_one
     assert len(dead_letters_of(pipeline, task_id)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="campaign finding 2: a last delivery whose re-publish fails is handed back, and "
-    "Pub/Sub dead-letters the task itself",
-)
-def test_a_last_delivery_whose_refresh_cannot_be_published_is_not_dead_lettered_by_pubsub(
-    pipeline, registry
+def test_a_delivery_whose_refresh_cannot_be_published_is_run_not_handed_to_pubsub(
+    safety_net, registry
 ):
     """Seed 2 (python emulator, 2,000 tasks): chaos_flaky task bc8c675f… had failed 3 times of
     its own; on its 5th delivery chaos-exec-00039 logged "could not re-publish a message on
     its last delivery: … Timeout" and released it; Pub/Sub forwarded it to the DLQ
-    (delivery_attempts_exhausted) and the record stayed `retrying` after 3 failures."""
+    (delivery_attempts_exhausted) and the record stayed `retrying` after 3 failures. Here the
+    refresh point (delivery 5 of 10) comes with the topic down, and it stays down: handing
+    the message back would only spend deliveries until Pub/Sub's limit; the task runs."""
+    pipeline = safety_net
     envelope, _, _ = publish_task(pipeline, registry, "chaos_quick", {"tag": "f2"})
     lose_deliveries(pipeline, 4)  # four executions died holding it
 
     drain_subscription(pipeline, task_types=registry, publisher=TopicDown(pipeline))
-    drain_subscription(pipeline, task_types=registry)  # the topic is reachable again
 
     assert dead_letters_of(pipeline, envelope.task_id) == []
     assert status_of(pipeline, envelope.task_id).state == TaskState.SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="campaign finding 3: deliveries lost to crashes count towards Pub/Sub's "
-    "dead-letter policy (max_delivery_attempts = MAX_DELIVERY_ATTEMPTS)",
-)
-def test_a_task_whose_deliveries_were_lost_to_crashes_still_runs(pipeline, registry):
+def test_a_task_whose_deliveries_were_lost_to_crashes_still_runs(chaos_pipeline, registry):
     """Seed 2 (python emulator, 2,000 tasks): chaos_flaky task 8a44e21f… failed once of its
     own (delivery 2); deliveries 3-5 went to executions that were killed; Pub/Sub forwarded
-    it to the DLQ (delivery_attempts_exhausted) and a browse made its record say so."""
+    it to the DLQ (delivery_attempts_exhausted) and a browse made its record say so. Here
+    with the settings' default safety net (PUBSUB_MAX_DELIVERY_ATTEMPTS)."""
+    pipeline = chaos_pipeline
     envelope, _, _ = publish_task(pipeline, registry, "chaos_quick", {"tag": "f3"})
     lose_deliveries(pipeline, 5)  # five executions died holding it, the task blameless
 
@@ -175,3 +182,24 @@ def test_a_task_whose_deliveries_were_lost_to_crashes_still_runs(pipeline, regis
 
     assert dead_letters_of(pipeline, envelope.task_id) == []
     assert status_of(pipeline, envelope.task_id).state == TaskState.SUCCEEDED
+
+
+def test_a_task_whose_deliveries_were_lost_up_to_pubsubs_limit_keeps_its_own_attempts(
+    safety_net, registry
+):
+    """The same up to the safety net's last delivery (9 of 10 lost), for a task that then
+    fails twice of its own: the worker swaps the message for a fresh one before running it,
+    so its failures are retried and Pub/Sub never forwards it. The fresh copy still runs
+    isolated: the task may have killed the executions that lost it."""
+    pipeline = safety_net
+    envelope, _, _ = publish_task(
+        pipeline, registry, "chaos_flaky", {"tag": "f3", "fail_first": 2, "seconds": 0}
+    )
+    lose_deliveries(pipeline, SAFETY_NET - 1)
+
+    drain_subscription(pipeline, task_types=registry)
+
+    assert dead_letters_of(pipeline, envelope.task_id) == []
+    status = status_of(pipeline, envelope.task_id)
+    assert status.state == TaskState.SUCCEEDED
+    assert status.failures == 2 and status.interruptions >= 1

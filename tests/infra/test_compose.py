@@ -12,6 +12,7 @@ from taskcore.settings import env_var_names
 # Compose variable -> Terraform variable configuring the same thing on the subscription.
 SUBSCRIPTION_KNOBS = {
     "MAX_DELIVERY_ATTEMPTS": "max_delivery_attempts",
+    "PUBSUB_MAX_DELIVERY_ATTEMPTS": "pubsub_max_delivery_attempts",
     "ACK_DEADLINE_SECONDS": "ack_deadline_seconds",
     "RETRY_MIN_BACKOFF_SECONDS": "retry_min_backoff_seconds",
     "RETRY_MAX_BACKOFF_SECONDS": "retry_max_backoff_seconds",

@@ -37,6 +37,7 @@ from taskcore.settings import env_var_names
 # from the setting. Their defaults must agree, or local runs and the cloud differ.
 SUBSCRIPTION_KNOBS = {
     "max_delivery_attempts": "MAX_DELIVERY_ATTEMPTS",
+    "pubsub_max_delivery_attempts": "PUBSUB_MAX_DELIVERY_ATTEMPTS",
     "ack_deadline_seconds": "ACK_DEADLINE_SECONDS",
     "retry_min_backoff_seconds": "RETRY_MIN_BACKOFF_SECONDS",
     "retry_max_backoff_seconds": "RETRY_MAX_BACKOFF_SECONDS",
@@ -137,8 +138,9 @@ def test_dead_letter_policy_points_at_a_dlq_topic_that_has_a_subscription(tf: Te
         if name != source_name and only_ref(sub["topic"], "google_pubsub_topic") == dlq_topic
     ]
     assert readers, "messages published to a topic without a subscription are lost"
-    # The code reads the limit from MAX_DELIVERY_ATTEMPTS; Terraform sets both from one variable.
-    assert var_refs(policy["max_delivery_attempts"]) == {"max_delivery_attempts"}
+    # The worker reads the limit from PUBSUB_MAX_DELIVERY_ATTEMPTS; Terraform sets both from one
+    # variable (not the task's own MAX_DELIVERY_ATTEMPTS: lost deliveries count on Pub/Sub).
+    assert var_refs(policy["max_delivery_attempts"]) == {"pubsub_max_delivery_attempts"}
 
 
 def test_subscriptions_never_expire_and_keep_messages(tf: Terraform):
@@ -330,13 +332,19 @@ def test_names_in_env_come_from_the_resources(tf: Terraform):
         assert resource_refs(env[name][1]) == {ref}, f"{name} should be {ref[0]}.{ref[1]}.name"
 
 
-def test_code_and_subscription_share_max_delivery_attempts(tf: Terraform):
-    """MAX_DELIVERY_ATTEMPTS on both containers comes from the variable the subscription uses."""
+def test_worker_and_subscription_share_pubsub_max_delivery_attempts(tf: Terraform):
+    """PUBSUB_MAX_DELIVERY_ATTEMPTS on the worker comes from the variable the subscription uses,
+    and the task's own MAX_DELIVERY_ATTEMPTS from another one, checked to stay below it."""
     _, source = dead_letter_source(tf)
     on_subscription = var_refs(block(source, "dead_letter_policy")["max_delivery_attempts"])
+    kind, value = tf.container_env(worker_container(tf))["PUBSUB_MAX_DELIVERY_ATTEMPTS"]
+    assert kind == "plain" and var_refs(value) == on_subscription
     for container in (api_container(tf), worker_container(tf)):
         kind, value = tf.container_env(container)["MAX_DELIVERY_ATTEMPTS"]
-        assert kind == "plain" and var_refs(value) == on_subscription
+        assert kind == "plain" and var_refs(value) == {"max_delivery_attempts"}
+    assert float(tf.default("max_delivery_attempts")) < float(
+        tf.default("pubsub_max_delivery_attempts")
+    )
 
 
 @pytest.mark.parametrize(("variable", "setting"), sorted(SUBSCRIPTION_KNOBS.items()))

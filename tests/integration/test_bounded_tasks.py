@@ -51,6 +51,20 @@ def test_an_isolated_task_past_its_memory_budget_dies_as_resource_exhausted(misb
     assert dead.message.attributes["error_type"] == "resource_exhausted"
 
 
+def test_an_isolated_run_whose_process_dies_fails_as_crashed_at_once(misbehaving):
+    (task_id,) = publish_tasks(misbehaving, [("isolated_crasher", {})])
+    started = time.monotonic()
+    summary = drain_subscription(misbehaving.replace(max_messages=1))
+
+    assert time.monotonic() - started < 15, "seen dead at once, not at its 60 s time limit"
+    assert summary.outcomes["retried"] == 1
+    error = status_of(misbehaving, task_id).last_error
+    assert (error.type, error.message) == (
+        "crashed",
+        "its process ended with exit code 3 and no result",
+    )
+
+
 def test_cpu_bound_work_that_never_checks_its_deadline_is_killed_at_its_time_limit(misbehaving):
     (task_id,) = publish_tasks(misbehaving, [("cpu_spinner", {"seconds": 60})])
     started = time.monotonic()

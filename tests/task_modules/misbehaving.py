@@ -48,3 +48,11 @@ def cpu_spinner(ctx, payload: Spin) -> None:
     total = 0
     while time.monotonic() < end:
         total += 1
+
+
+@task("isolated_crasher", isolated=True, time_limit=60)
+def isolated_crasher(ctx, payload: TaskPayload) -> None:
+    """Its process ends at once without a result, as a segfault or an abort would end it."""
+    import os
+
+    os._exit(3)

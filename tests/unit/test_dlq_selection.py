@@ -9,10 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from taskcore.deadletter import dead_letter_attributes
+from taskcore.deadletter import REFRESH_ATTRIBUTES, dead_letter_attributes
 from taskcore.dlq.audit import Actor, key_id
-from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, parse_since, select
-from taskcore.dlq.replay import RateLimiter, parse_rate, patch_body, prepare, replay_attributes
+from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, merge_copies, parse_since, select
+from taskcore.dlq.replay import (
+    RateLimiter,
+    parse_rate,
+    patch_body,
+    prepare,
+    replacement_task_id,
+    replay_attributes,
+)
 from taskcore.errors import InvalidTaskError
 from taskcore.status import TaskState, TaskStatus
 from tests.registries import builtin_registry
@@ -79,6 +86,41 @@ def test_an_id_less_dead_letter_is_named_after_its_message_id():
     assert replay_attributes(letter, NOW)["task_id"] == "msg-77"
 
 
+def test_copies_of_one_death_are_one_dead_letter_the_workers_standing_for_the_rest():
+    first = worker_letter("10", failed_at=NOW - timedelta(seconds=5))
+    again = worker_letter("11")  # published again by the delivery after a crash
+    forwarded = pubsub_letter("12", task_id="t1")
+    forwarded.attributes["replay_count"] = "0"  # the same life: Pub/Sub gave up on it too
+    next_life = pubsub_letter("13", task_id="t1")  # replay_count 2: another death
+    other = worker_letter("14", body={**ENVELOPE, "task_id": "t9"})
+
+    merged = merge_copies([forwarded, again, next_life, first, other])
+
+    assert sorted(letter.message_id for letter in merged) == ["10", "13", "14"]
+    (letter,) = [m for m in merged if m.message_id == "10"]
+    assert letter.key == "t1#0" and letter.message_ids == ["10", "11", "12"]
+    assert letter.summary()["copies"] == 3 and letter.record()["message_ids"] == ["10", "11", "12"]
+    assert [m.summary()["copies"] for m in merged if m.message_id != "10"] == [1, 1]
+    # Chosen by the id of any copy.
+    assert select(merged, DeadLetterFilter(message_ids=frozenset({"12"}))) == [letter]
+
+
+def test_id_less_dead_letters_are_keyed_by_their_own_message_id():
+    body = {"task_type": "data_transformation", "dataset_size": -1}
+    one, two = worker_letter("77", body=body), worker_letter("78", body=body)
+
+    assert "dead_letter_key" not in one.attributes
+    assert (one.key, two.key) == ("msg-77", "msg-78")
+    assert len(merge_copies([one, two])) == 2
+
+
+def test_a_patched_replay_of_any_copy_is_the_same_new_task():
+    sets = [("dataset_size", 3)]
+    assert replacement_task_id(worker_letter("10"), sets) == replacement_task_id(
+        worker_letter("11"), sets
+    )
+
+
 def test_parse_since_takes_durations_and_iso_times():
     assert parse_since("2h", now=NOW) == NOW - timedelta(hours=2)
     assert parse_since("7d", now=NOW) == NOW - timedelta(days=7)
@@ -112,7 +154,9 @@ def test_replay_attributes_drop_the_reason_and_count_the_replay():
     attributes = replay_attributes(pubsub_letter(), NOW)
 
     assert attributes == {"task_id": "t2", "replay_count": "3", "replayed_at": NOW.isoformat()}
-    worker = replay_attributes(worker_letter(), NOW)
+    letter = worker_letter()
+    letter.attributes.update(dict.fromkeys(REFRESH_ATTRIBUTES, "3"))  # it had been re-published
+    worker = replay_attributes(letter, NOW)
     assert set(worker) == {"task_id", "task_type", "schema_version", "replay_count", "replayed_at"}
 
 

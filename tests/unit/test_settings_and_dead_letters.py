@@ -32,7 +32,37 @@ def test_recipe_variable_names_are_read():
 
 def test_malformed_setting_names_the_variable():
     with pytest.raises(ConfigurationError, match="MAX_DELIVERY_ATTEMPTS"):
-        Settings.from_env({"MAX_DELIVERY_ATTEMPTS": "2"})
+        Settings.from_env({"MAX_DELIVERY_ATTEMPTS": "0"})
+
+
+def test_pubsubs_dead_letter_policy_is_a_safety_net_above_the_tasks_own_attempts():
+    settings = Settings.from_env({})
+    assert (settings.max_delivery_attempts, settings.pubsub_max_delivery_attempts) == (5, 100)
+    assert settings.refresh_delivery_attempt == 50
+    assert Settings.from_env({"MAX_DELIVERY_ATTEMPTS": "2"}).max_delivery_attempts == 2
+    tight = Settings.from_env({"MAX_DELIVERY_ATTEMPTS": "9", "PUBSUB_MAX_DELIVERY_ATTEMPTS": "10"})
+    assert tight.refresh_delivery_attempt == 5
+    with pytest.raises(ConfigurationError, match="above MAX_DELIVERY_ATTEMPTS"):
+        Settings.from_env({"MAX_DELIVERY_ATTEMPTS": "10", "PUBSUB_MAX_DELIVERY_ATTEMPTS": "10"})
+    with pytest.raises(ConfigurationError, match="PUBSUB_MAX_DELIVERY_ATTEMPTS"):
+        Settings.from_env({"PUBSUB_MAX_DELIVERY_ATTEMPTS": "101"})
+
+
+def test_a_dead_letter_is_keyed_by_its_task_and_life():
+    def key(original, task_fields=None):
+        return dead_letter_attributes(
+            original,
+            error_type="e",
+            error_message="m",
+            delivery_attempt=1,
+            source_subscription="s",
+            task_fields=task_fields,
+        ).get("dead_letter_key")
+
+    assert key({"task_id": "t1"}) == "t1#0"
+    assert key({"replay_count": "2"}, {"task_id": "t1"}) == "t1#2"
+    assert key({"dead_letter_key": "stale#0", "task_id": "t1", "replay_count": "1"}) == "t1#1"
+    assert key({}) is None  # no task id: the DLQ message's own id is its key
 
 
 def test_dead_letter_attributes_keep_originals_and_add_the_reason():

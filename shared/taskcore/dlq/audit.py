@@ -66,6 +66,9 @@ class OperationResult:
     matched: int = 0
     selected: int = 0
     done: int = 0
+    # DLQ messages beyond one per selected dead letter: copies of the same death (a worker
+    # that crashed after publishing its dead letter published it again), handled with it.
+    copies: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     # Chosen but deliberately not replayed (their task already succeeded), with the reason.
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -93,6 +96,11 @@ class OperationResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok, "left_in_dlq": self.left_in_dlq}
+
+
+def count_copies(letters: Sequence[DeadLetter]) -> int:
+    """The DLQ messages of these dead letters beyond one each."""
+    return sum(len(letter.copies) for letter in letters)
 
 
 def now() -> datetime:
@@ -140,6 +148,7 @@ def record_audit(bucket: storage.Bucket, actor: Actor, result: OperationResult, 
             "matched": result.matched,
             "selected": result.selected,
             "done": result.done,
+            "copies": result.copies,
             "failed": len(result.failed),
             "skipped": len(result.skipped),
             "left_in_dlq": result.left_in_dlq,

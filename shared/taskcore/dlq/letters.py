@@ -3,6 +3,10 @@
 The reason comes from the worker's attributes (error_type, error_message, failed_at, ...)
 or, for messages Pub/Sub dead-lettered itself, is "delivery attempts exhausted" plus the
 last error of the task's status record.
+
+Copies of one death (same `key`: a worker that died between publishing a dead letter and
+recording it published publishes it again) are one dead letter: `merge_copies` makes the
+first copy stand for the others, and acking it acks them all.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from taskcore.deadletter import describe_dead_letter
+from taskcore.deadletter import DEAD_LETTER_KEY, dead_letter_key, describe_dead_letter
 from taskcore.envelope import peek_task_fields
 from taskcore.lifecycle import exhausted_by_pubsub
 from taskcore.status import ENDED, StatusStore, TaskStatus
@@ -38,6 +42,8 @@ class DeadLetter:
     attributes: dict[str, str]
     publish_time: datetime
     status: TaskStatus | None = None
+    # Other DLQ messages reporting the same death (see `merge_copies`).
+    copies: list[DeadLetter] = field(default_factory=list)
 
     @classmethod
     def from_received(cls, received) -> DeadLetter:
@@ -70,6 +76,23 @@ class DeadLetter:
     @property
     def task_type(self) -> str | None:
         return self._task_fields.get("task_type")
+
+    @cached_property
+    def key(self) -> str:
+        """The death it reports: the worker's dead_letter_key, else (Pub/Sub forwarded it, or
+        an older worker published it) the same key derived from the task and its life."""
+        return self.attributes.get(DEAD_LETTER_KEY) or dead_letter_key(
+            self._task_fields.get("task_id"), self.attributes.get("replay_count"), self.message_id
+        )
+
+    @property
+    def messages(self) -> list[DeadLetter]:
+        """Every DLQ message of this dead letter: itself and its copies."""
+        return [self, *self.copies]
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [letter.message_id for letter in self.messages]
 
     @property
     def error_type(self) -> str:
@@ -139,6 +162,7 @@ class DeadLetter:
             "dead_lettered_by": "worker" if self.by_worker else "pubsub",
             "source_subscription": self.source_subscription,
             "replay_count": self.replay_count,
+            "copies": len(self.messages),
         }
 
     def record(self) -> dict[str, Any]:
@@ -146,6 +170,7 @@ class DeadLetter:
         return {
             **self.summary(),
             "publish_time": _aware(self.publish_time).isoformat(),
+            "message_ids": self.message_ids,
             "attributes": dict(sorted(self.attributes.items())),
             "body": self.body(),
             "data_base64": base64.b64encode(self.data).decode("ascii"),
@@ -208,7 +233,7 @@ class DeadLetterFilter:
     def matches(self, letter: DeadLetter) -> bool:
         if self.task_ids and letter.task_id not in self.task_ids:
             return False
-        if self.message_ids and letter.message_id not in self.message_ids:
+        if self.message_ids and self.message_ids.isdisjoint(letter.message_ids):
             return False
         if self.task_type and letter.task_type != self.task_type:
             return False
@@ -274,6 +299,21 @@ class DeadLetterFilter:
             since=parse_since(since) if since else None,
             everything=bool(everything),
         )
+
+
+def merge_copies(letters: Iterable[DeadLetter]) -> list[DeadLetter]:
+    """One dead letter per key, its copies attached: the worker's copy (it carries the reason)
+    stands for the others, the oldest first."""
+    groups: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        groups.setdefault(letter.key, []).append(letter)
+    merged = []
+    for group in groups.values():
+        group.sort(key=lambda d: (not d.by_worker, d.dead_lettered_at, d.message_id))
+        first = group[0]
+        first.copies = group[1:]
+        merged.append(first)
+    return merged
 
 
 def select(

@@ -1,4 +1,5 @@
-"""Purging dead letters: archive them first if asked (create-only), then ack them."""
+"""Purging dead letters: archive them first if asked (create-only), then ack them (every
+copy of each)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from collections.abc import Callable
 
 from google.cloud import pubsub_v1, storage
 
-from taskcore.dlq.audit import Actor, DlqUsageError, OperationResult, record_audit, write_archive
+from taskcore.dlq.audit import (
+    Actor,
+    DlqUsageError,
+    OperationResult,
+    count_copies,
+    record_audit,
+    write_archive,
+)
 from taskcore.dlq.letters import DeadLetterFilter, attach_status, select
 from taskcore.dlq.scan import DlqScan
 from taskcore.settings import Settings
@@ -40,6 +48,7 @@ def run_purge(
             matched = select(letters, flt)
             chosen = matched[:limit] if limit else matched
             result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
+            result.copies = count_copies(chosen)
             result.task_ids = [letter.task_id for letter in chosen]
             if dry_run or not chosen:
                 return result

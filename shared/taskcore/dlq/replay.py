@@ -2,8 +2,9 @@
 
 A replay publishes the original data and attributes minus the dead-letter reason (the
 worker's ERROR_ATTRIBUTES and Pub/Sub's CloudPubSubDeadLetter*), plus replay_count and
-replayed_at, and keeps a task_id attribute. A dead letter is acked only after Pub/Sub has
-confirmed its publish, so a crash in between replays a task twice (the worker's `succeeded`
+replayed_at, and keeps a task_id attribute. Copies of one dead letter (see
+taskcore.deadletter) are replayed once: one publish, then every copy acked. A dead letter is
+acked only after Pub/Sub has confirmed its publish, so a crash in between replays a task twice (the worker's `succeeded`
 record turns the second run into a no-op) and never loses one; Ctrl+C publishes nothing
 more, and whatever was not published stays in the DLQ.
 """
@@ -23,8 +24,15 @@ from typing import Any
 
 from google.cloud import pubsub_v1, storage
 
-from taskcore.deadletter import ERROR_ATTRIBUTES, PUBSUB_DEAD_LETTER_PREFIX
-from taskcore.dlq.audit import Actor, DlqUsageError, OperationResult, now, record_audit
+from taskcore.deadletter import ERROR_ATTRIBUTES, PUBSUB_DEAD_LETTER_PREFIX, REFRESH_ATTRIBUTES
+from taskcore.dlq.audit import (
+    Actor,
+    DlqUsageError,
+    OperationResult,
+    count_copies,
+    now,
+    record_audit,
+)
 from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, attach_status, select
 from taskcore.dlq.scan import DlqScan
 from taskcore.envelope import parse_message
@@ -105,6 +113,7 @@ def replay_attributes(letter: DeadLetter, now: datetime) -> dict[str, str]:
         for key, value in letter.attributes.items()
         if key not in ERROR_ATTRIBUTES
         and key not in REPLAY_ATTRIBUTES
+        and key not in REFRESH_ATTRIBUTES
         and not key.startswith(PUBSUB_DEAD_LETTER_PREFIX)
         # goog* keys are reserved: Pub/Sub refuses to have them published.
         and not key.startswith("goog")
@@ -120,11 +129,12 @@ def replacement_task_id(letter: DeadLetter, sets: Sequence[tuple[str, Any]]) -> 
     """The task id a --set replay of this dead letter runs under.
 
     A payload changed by --set is a different task: it gets its own id, record and outputs,
-    linked to the original by `replay_of`. The id derives from the dead letter and the patch,
-    so repeating the same replay (after a crash between publish and ack) is one task.
+    linked to the original by `replay_of`. The id derives from the death the dead letter
+    reports (its key, the same for every copy of it) and the patch, so repeating the same
+    replay (after a crash between publish and ack), or replaying another copy, is one task.
     """
     patch = json.dumps([list(item) for item in sets], sort_keys=True, default=str)
-    digest = hashlib.sha256(f"{letter.message_id}\n{patch}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{letter.key}\n{patch}".encode()).hexdigest()[:32]
     return f"r{digest}"
 
 
@@ -375,6 +385,7 @@ def run_replay(
             matched = select(letters, flt)
             chosen = matched[:limit] if limit else matched
             result.in_dlq, result.matched, result.selected = len(letters), len(matched), len(chosen)
+            result.copies = count_copies(chosen)
             # Every chosen task's record: a task that succeeded meanwhile is not run again.
             attach_status(chosen, store, every=True)
             plan = prepare(

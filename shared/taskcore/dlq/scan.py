@@ -8,6 +8,9 @@ holds every message the subscription had, however many pulls that took. What the
 does not ack (replay, purge) is released with ack deadline 0 on close, so it is deliverable
 again at once: browsing consumes nothing, and a crash mid-scan only delays the messages
 until their leases run out. While a scan holds messages, another scan sees none of them.
+
+A scan hands out one dead letter per death (`merge_copies`): copies a crashed worker
+published twice are one letter, and acking or releasing it does so to every copy.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from google.api_core import retry as api_retry
 from google.cloud import pubsub_v1
 
 from taskcore.clients import subscriber_client
-from taskcore.dlq.letters import DeadLetter, DeadLetterFilter, attach_status, select
+from taskcore.dlq.letters import (
+    DeadLetter,
+    DeadLetterFilter,
+    attach_status,
+    merge_copies,
+    select,
+)
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
 
@@ -45,11 +54,13 @@ _RETRY = api_retry.Retry(
 
 @dataclass
 class ScanStats:
-    """How a scan went: pulls, messages seen, and redeliveries absorbed by the dedupe."""
+    """How a scan went: pulls, messages seen, redeliveries absorbed by the dedupe, and copies
+    of a dead letter merged into it."""
 
     pulls: int = 0
     received: int = 0
     redelivered: int = 0
+    copies: int = 0
     seconds: float = 0.0
 
 
@@ -85,7 +96,8 @@ class DlqScan:
         self.close()
 
     def scan(self) -> list[DeadLetter]:
-        """Pull until the subscription has been empty for the quiet window; every message, once."""
+        """Pull until the subscription has been empty for the quiet window; every dead letter
+        once, its copies attached."""
         started = time.monotonic()
         self._start_keeper()
         last_message = time.monotonic()
@@ -102,7 +114,9 @@ class DlqScan:
                 time.sleep(0.02)
         self.stats.seconds = time.monotonic() - started
         with self._lock:
-            return list(self._held.values())
+            letters = merge_copies(self._held.values())
+        self.stats.copies = sum(len(letter.copies) for letter in letters)
+        return letters
 
     def _pull(self) -> list:
         try:
@@ -150,23 +164,23 @@ class DlqScan:
             wait = self.lease_seconds / 3 if renewed else 1.0
 
     def ack(self, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
-        """Remove these dead letters from the DLQ; returns those that could not be acked.
+        """Remove these dead letters (every copy) from the DLQ; returns those not all acked.
 
-        Each call is retried for up to ACK_PATIENCE_SECONDS, whatever it fails with. A letter
+        Each call is retried for up to ACK_PATIENCE_SECONDS, whatever it fails with. A message
         whose ack never got through stays held, and is handed back to the DLQ on close.
         """
         letters = list(letters)
-        self._release_hold(letters)
-        failed: list[DeadLetter] = []
-        for start in range(0, len(letters), MAX_IDS_PER_CALL):
-            chunk = letters[start : start + MAX_IDS_PER_CALL]
-            if not self._acknowledge([letter.ack_id for letter in chunk]):
-                failed.extend(chunk)
-        if failed:
-            with self._lock:
-                for letter in failed:
-                    self._held[letter.message_id] = letter
-        return failed
+        messages = [message for letter in letters for message in letter.messages]
+        self._release_hold(messages)
+        failed: set[str] = set()
+        for start in range(0, len(messages), MAX_IDS_PER_CALL):
+            chunk = messages[start : start + MAX_IDS_PER_CALL]
+            if not self._acknowledge([message.ack_id for message in chunk]):
+                failed.update(message.message_id for message in chunk)
+                with self._lock:
+                    for message in chunk:
+                        self._held[message.message_id] = message
+        return [letter for letter in letters if not failed.isdisjoint(letter.message_ids)]
 
     def _acknowledge(self, ack_ids: list[str]) -> bool:
         deadline = time.monotonic() + ACK_PATIENCE_SECONDS
@@ -187,20 +201,22 @@ class DlqScan:
                 delay = min(delay * 2, 5.0)
 
     def release(self, letters: Iterable[DeadLetter] | None = None) -> int:
-        """Give these (default: all still held) back to the DLQ at once, untouched."""
+        """Give these (every copy; default: all still held) back to the DLQ at once, untouched."""
         if letters is None:
             with self._lock:
-                letters = list(self._held.values())
-        ack_ids = self._release_hold(letters)
+                messages = list(self._held.values())
+        else:
+            messages = [message for letter in letters for message in letter.messages]
+        ack_ids = self._release_hold(messages)
         self._modify(ack_ids, 0)
         return len(ack_ids)
 
-    def _release_hold(self, letters: Iterable[DeadLetter]) -> list[str]:
+    def _release_hold(self, messages: Iterable[DeadLetter]) -> list[str]:
         with self._lock:
             return [
-                self._held.pop(letter.message_id).ack_id
-                for letter in letters
-                if letter.message_id in self._held
+                self._held.pop(message.message_id).ack_id
+                for message in messages
+                if message.message_id in self._held
             ]
 
     def _modify(self, ack_ids: list[str], seconds: int) -> bool:
@@ -244,7 +260,8 @@ class DlqScan:
 
 @dataclass
 class Listing:
-    """The result of a browse: what the DLQ holds, how much matched, and (up to a limit) which."""
+    """The result of a browse: how many dead letters the DLQ holds (copies of one counted
+    once), how many matched, and (up to a limit) which."""
 
     total: int
     matched_count: int
