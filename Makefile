@@ -43,7 +43,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Four workers: the suite mostly waits on emulators and deadlines. Where Google's Pub/Sub
+# Four workers: the suite mostly waits on emulators and deadlines (work-stealing, so a few
+# long fault tests do not end up queued behind one another). Where Google's Pub/Sub
 # emulator is installed the first run uses it; the tests whose outcome rests on Pub/Sub's
 # delivery semantics (leases, redelivery, dead-lettering, replays, outages) then run again on
 # the pure-Python emulator, so both stay proven (elsewhere the first run already used it,
@@ -53,10 +54,10 @@ PUBSUB_SEMANTICS_TESTS := $(addprefix tests/integration/,test_guarantees.py \
   test_queues.py test_cancellation.py test_delayed_tasks.py test_on_demand.py \
   test_bounded_tasks.py test_backlog.py test_admin_tasks.py)
 test: install browser lint
-	$(BIN)/python -m pytest -q -ra -n 4
+	$(BIN)/python -m pytest -q -ra -n 4 --dist worksteal
 	@if $(BIN)/python -c "$$HAS_GOOGLE_PUBSUB"; then \
 	  echo "== Pub/Sub semantics again, on the pure-Python Pub/Sub emulator"; \
-	  TASKCTL_PUBSUB_EMULATOR=python $(BIN)/python -m pytest -q -ra -n 4 $(PUBSUB_SEMANTICS_TESTS); \
+	  TASKCTL_PUBSUB_EMULATOR=python $(BIN)/python -m pytest -q -ra -n 4 --dist worksteal $(PUBSUB_SEMANTICS_TESTS); \
 	fi
 
 test-python-emulator: install
