@@ -3,7 +3,7 @@
 Pub/Sub and GCS emulators, bootstrap, the Cloud Run Jobs stand-in holding one worker job
 per queue (devstack.local_jobs), and the API under gunicorn with its dispatcher on. The API
 starts executions through the stand-in exactly as it does through Cloud Run; a ticker calls
-its POST /internal/tick every second, as Cloud Scheduler does every minute. Nothing runs
+its POST /internal/tick twice a second, as Cloud Scheduler does every minute. Nothing runs
 while the queues are empty: no worker process, no polling. Ctrl+C (or SIGTERM) stops
 everything this started, and nothing else.
 

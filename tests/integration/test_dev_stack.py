@@ -241,7 +241,7 @@ def test_the_local_stack_is_idle_when_its_queues_are_empty(tmp_path):
         while worker_processes(stack.proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         drained_in = time.monotonic() - deadline + 30
-        # Then the ticks go on every second, and start nothing.
+        # Then the ticks go on twice a second, and start nothing.
         seen = set()
         for _ in range(25):
             seen.update(worker_processes(stack.proc.pid))

@@ -1,6 +1,6 @@
 """What Cloud Scheduler calls: the dispatcher's tick and the firings of periodic tasks.
 
-- POST /internal/tick (every minute on GCP, every second in the dev stack): publish delayed
+- POST /internal/tick (every minute on GCP, twice a second in the dev stack): publish delayed
   tasks that came due, leave due wake-ups, fire due periodic tasks, start executions for
   queues with uncovered demand. Safe to call any number of times, from anywhere.
 - POST /internal/fire/<task_type>: one firing of a periodic task type. Cloud Scheduler's
