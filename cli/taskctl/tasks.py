@@ -155,3 +155,41 @@ def cancel(task_id, api_url, api_key, identity_token):
     """Cancel a task: at once if it has not started, at its next check if it runs."""
     with _client(api_url, api_key, identity_token) as client:
         _echo(dict(_api_errors(lambda: client.cancel(task_id))))
+
+
+@tasks.command()
+@click.argument("task_id")
+@click.argument("name", required=False)
+@click.option(
+    "-o",
+    "--output",
+    "target",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the output NAME to this file instead of standard output.",
+)
+@api_url_option
+@api_key_option
+@identity_option
+def outputs(task_id, name, target, api_url, api_key, identity_token):
+    """A succeeded task's outputs: their names, sizes and types, or one output's content.
+
+    taskctl tasks outputs <id>                 lists them
+    taskctl tasks outputs <id> results.json    prints one (-o FILE to save it)
+    """
+    with _client(api_url, api_key, identity_token) as client:
+        if name is None:
+            listed = _api_errors(lambda: client.outputs(task_id))
+            for output in listed:
+                click.echo(
+                    f"{output.name}  {output.size if output.size is not None else '-'} bytes  "
+                    f"{output.content_type or '-'}"
+                )
+            return
+        content = _api_errors(lambda: client.download(task_id, name))
+    if target:
+        with open(target, "wb") as file:
+            file.write(content)
+        click.echo(f"wrote {len(content)} bytes to {target}", err=True)
+    else:
+        click.get_binary_stream("stdout").write(content)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
 from background_worker.worker import drain_subscription
 from task_api import close_app, create_app
@@ -12,6 +13,7 @@ from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
 from taskcore.errors import TaskConflictError, TaskNotFoundError
 from taskcore.status import OutputRef, StatusStore, TaskState, TaskStatus
+from taskctl.main import main as cli_main
 from tests.integration.helpers import outputs_of, publish_tasks, status_of, upload
 from tests.integration.served_app import served_api
 
@@ -181,3 +183,28 @@ def test_output_names_with_folders_and_odd_characters_round_trip(keyed, pipeline
 
     assert listed.name == name and listed.url.endswith("/reports/q1%20summary%3F%23%25.csv")
     assert content == b"a,b\n1,2\n"
+
+
+def test_taskctl_lists_a_tasks_outputs_and_saves_one(keyed, pipeline, succeeded, tmp_path):
+    saved = tmp_path / "processed.txt"
+    with served_api(keyed) as url:
+        env = {"TASK_API_URL": url, "TASK_API_KEY": SUBMIT_KEY}
+        listed = CliRunner().invoke(cli_main, ["tasks", "outputs", succeeded], env=env)
+        printed = CliRunner().invoke(
+            cli_main, ["tasks", "outputs", succeeded, "metadata.json"], env=env
+        )
+        written = CliRunner().invoke(
+            cli_main, ["tasks", "outputs", succeeded, "processed.txt", "-o", str(saved)], env=env
+        )
+        missing = CliRunner().invoke(
+            cli_main, ["tasks", "outputs", succeeded, "nothing.txt"], env=env
+        )
+
+    stored = outputs_of(pipeline, succeeded)
+    assert listed.exit_code == 0, listed.output
+    names = sorted(line.split()[0] for line in listed.stdout.splitlines())
+    assert names == ["metadata.json", "processed.txt"]
+    assert f"{len(stored['metadata.json'])} bytes  application/json" in listed.stdout
+    assert printed.exit_code == 0 and printed.stdout_bytes == stored["metadata.json"]
+    assert written.exit_code == 0 and saved.read_bytes() == stored["processed.txt"]
+    assert missing.exit_code != 0 and "nothing.txt" in missing.output
