@@ -138,12 +138,15 @@ def list_command(task_ids, task_type, error, since, limit, as_json) -> None:
             printable(letter.task_type or "-"),
             _cut(f"{letter.error_type}: {letter.error_message}", 60),
             str(letter.attempts),
+            # One dead letter published more than once (a crash between publish and record)
+            # is one letter: say how many messages it is.
+            str(len(letter.messages)),
             letter.dead_lettered_at.strftime("%Y-%m-%d %H:%M:%SZ"),
             printable(_short(letter.source_subscription)),
         )
         for letter in listing.shown
     ]
-    header = ("TASK ID", "TYPE", "ERROR", "ATTEMPTS", "DEAD-LETTERED", "SOURCE")
+    header = ("TASK ID", "TYPE", "ERROR", "ATTEMPTS", "COPIES", "DEAD-LETTERED", "SOURCE")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -62,6 +62,12 @@ def test_copies_are_listed_and_counted_once_saying_how_many(pipeline):
     copies = {d["task_id"]: d["copies"] for d in listing["dead_letters"]}
     assert copies == {twice: 2, once: 1}
     assert table.stdout.count(twice) == 1 and "2 of 2 dead letters match" in table.stderr
+    header, *rows = table.stdout.splitlines()
+    at = header.index("COPIES")  # columns are padded to the header's positions
+    assert {row.split()[0]: row[at:].split()[0] for row in rows if row.strip()} == {
+        twice: "2",
+        once: "1",
+    }
     shown = taskctl(pipeline, "dlq", "show", twice)
     assert shown.exit_code == 0 and shown.stdout.count('"message_ids"') == 1
 
