@@ -25,6 +25,8 @@ BENCHMARKS = {
     "on-demand": ["on_demand.py"],
     # The dispatcher on a fake clock: burst, trickle, diurnal against fixed schedules (~8 min).
     "dispatcher-sim": ["dispatcher_sim.py"],
+    # Peak RSS of one execution running the biggest built-in tasks the API accepts (~2 min).
+    "task-memory": ["task_memory.py"],
 }
 
 
