@@ -138,6 +138,7 @@ def run_dev_stack(
         if not os.environ.get("ADMIN_API_KEYS"):
             os.environ["ADMIN_API_KEYS"] = secrets.token_urlsafe(18)
             key_file = _write_private(folders.root / "admin-key", os.environ["ADMIN_API_KEYS"])
+        _put_task_modules_on_path()
         settings = Settings.from_env()
         registry = _task_registry(settings)
         bootstrap(settings)
@@ -183,6 +184,19 @@ def run_dev_stack(
         code = _watch_api(api, stop, folders.api_log)
     _say("stopped: API, workers, emulators")
     return code
+
+
+def _put_task_modules_on_path(folder: Path = Path("tasks")) -> None:
+    """Your task modules (`tasks/` in the checkout) importable by name here and in every
+    process the stack starts, as `make run` and the images arrange it."""
+    if not folder.is_dir():
+        return
+    path = str(folder.resolve())
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if path not in entries:
+        os.environ["PYTHONPATH"] = os.pathsep.join([path, *entries])
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def _task_registry(settings: Settings):
