@@ -378,9 +378,10 @@ def test_a_patched_replay_of_a_task_that_succeeded_runs_as_a_new_linked_task(pip
 def test_ctrl_c_stops_a_replay_and_leaves_the_unpublished_in_the_dlq(pipeline, tmp_path):
     seeded = seed_dead_letters(pipeline, 40)
     env = {**os.environ, **settings_env(pipeline), "PYTHONPATH": str(ROOT)}
-    # Slow enough (10 s for the 40) that the interrupt lands mid-replay even when the first
-    # publish confirmation, which shows the progress bar, comes late on a loaded machine.
-    argv = [sys.executable, "-m", "taskctl", "dlq", "replay", "--all", "--rate", "4/s"]
+    # Slow enough (20 s for the 40) that the interrupt lands mid-replay even when the first
+    # publish confirmation, which shows the progress bar, comes seconds late on a loaded
+    # machine (publishes go on meanwhile; the test waits for the bar, then interrupts).
+    argv = [sys.executable, "-m", "taskctl", "dlq", "replay", "--all", "--rate", "2/s"]
     log = (tmp_path / "replay.log").open("w")
     proc = subprocess.Popen([*argv, "--yes"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
