@@ -258,7 +258,11 @@ class TaskRegistry:
         return task_type
 
     def with_handlers(self, **handlers: Handler) -> TaskRegistry:
-        """A copy in which the named types run other handlers (tests count or break runs)."""
+        """A copy in which the named types run other handlers (tests count or break runs).
+
+        Only runs on the worker's threads see them: an isolated run (a suspect retry, or an
+        `isolated=True` type) imports TASK_MODULES in its child and runs the original handler.
+        """
         unknown = set(handlers) - set(self._types)
         if unknown:
             raise ValueError(f"no task types {sorted(unknown)} to replace the handlers of")
