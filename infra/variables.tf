@@ -288,7 +288,7 @@ variable "max_request_bytes" {
 }
 
 variable "queued_status_records" {
-  description = "QUEUED_STATUS_RECORDS: write a queued status record per published task (off the request path)."
+  description = "QUEUED_STATUS_RECORDS: write a queued status record per published task, before its 202."
   type        = bool
   default     = true
 }

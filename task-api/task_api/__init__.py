@@ -63,7 +63,8 @@ def create_app(
 
 
 def close_app(app: Flask) -> None:
-    """Write queued status records and stop the publisher (gunicorn's worker_exit calls this)."""
+    """Stop the record writers and the dispatcher, flush the journal and the publisher
+    (gunicorn's worker_exit calls this)."""
     app.extensions[EXTENSION_KEY].close()
 
 

@@ -43,8 +43,8 @@ def gunicorn_options(
         gc.freeze()
 
     def worker_exit(server, worker) -> None:
-        # In the worker, after its last request: write the queued status records still in
-        # memory and flush the publisher, within the graceful timeout.
+        # In the worker, after its last request: flush the transition journal and the
+        # publisher, within the graceful timeout.
         from task_api import close_app
 
         app = getattr(worker, "wsgi", None)

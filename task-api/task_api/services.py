@@ -37,9 +37,8 @@ from taskcore.status import StatusStore
 from taskcore.tasks import TaskRegistry
 
 EXTENSION_KEY = "task_api"
-# gunicorn allows GRACEFUL_TIMEOUT_SECONDS (8 s) to stop; most of it goes to queued records.
-# A queued record is written on the request's time: brief retries only (the worker writes
-# its own record anyway).
+# A queued record is written on the request's time, before the 202: brief retries only (the
+# worker writes its own record anyway).
 STATUS_WRITE_RETRY_SECONDS = 2.0
 
 
