@@ -4,9 +4,9 @@ A replay publishes the original data and attributes minus the dead-letter reason
 worker's ERROR_ATTRIBUTES and Pub/Sub's CloudPubSubDeadLetter*), plus replay_count and
 replayed_at, and keeps a task_id attribute. Copies of one dead letter (see
 taskcore.deadletter) are replayed once: one publish, then every copy acked. A dead letter is
-acked only after Pub/Sub has confirmed its publish, so a crash in between replays a task twice (the worker's `succeeded`
-record turns the second run into a no-op) and never loses one; Ctrl+C publishes nothing
-more, and whatever was not published stays in the DLQ.
+acked only after Pub/Sub has confirmed its publish, so a crash in between replays a task
+twice (the worker's `succeeded` record turns the second run into a no-op) and never loses
+one; Ctrl+C publishes nothing more, and whatever was not published stays in the DLQ.
 """
 
 from __future__ import annotations
