@@ -405,7 +405,7 @@ variable "task_memory_mb" {
 }
 
 variable "claim_seconds" {
-  description = "CLAIM_SECONDS: how long a run's claim on its task lasts unless renewed; a task whose execution died runs again after this."
+  description = "CLAIM_SECONDS: how long a run's claim on its task lasts unless renewed; a task whose execution died runs again after this. A run that cannot renew its claim stops at three quarters of it."
   type        = number
   default     = 60
 

@@ -8,7 +8,10 @@ the next round.
 `ClaimKeeper` keeps each run's claim on its task (the `run` of the status record) alive: it
 makes the claim a moment after the run starts (fast runs never need one), renews it, writes
 the run's progress at most once a second, and tells the run when the claim was lost (another
-run took the task over after ours looked dead), so that it stops.
+run took the task over after ours looked dead), so that it stops. A run that cannot renew
+its claim (storage unreachable from this execution only, say) is stopped itself at three
+quarters of the claim, before another execution may take the task over: the claim fences
+the run, so a task does not run in two places at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from taskcore.status import Progress, StatusStore, utcnow
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# A run whose claim could not be renewed stops once this share of the claim has gone by since
+# the last write that landed: the rest lets it stop (a child gets STOP_GRACE_SECONDS) before
+# the claim runs out and another delivery may take the task over.
+FENCE_AT = 0.75
 
 
 class LeaseKeeper:
@@ -112,6 +119,7 @@ class ClaimedRun:
     next_cancel_check: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: bool = False
+    fenced: bool = False  # stopped by the fence: its claim is running out unrenewed
 
 
 class ClaimKeeper:
@@ -126,23 +134,30 @@ class ClaimKeeper:
         self.store = store
         self.claim_seconds = claim_seconds
         self.renew_every = max(0.5, claim_seconds / 3)
+        self.fence_after = claim_seconds * FENCE_AT
         self._runs: dict[str, ClaimedRun] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="claim-keeper", daemon=True)
+        self._fence_thread = threading.Thread(
+            target=self._fence_loop, name="claim-fence", daemon=True
+        )
 
     def start(self) -> ClaimKeeper:
         self._thread.start()
+        self._fence_thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        self._fence_thread.join(timeout=10)
 
     def watch(self, run: ClaimedRun) -> None:
         """Look after run until forget(); a run that is already claimed is only renewed."""
         if run.claimed:
-            run.next_renewal = time.monotonic() + self.renew_every
+            # Renewed at once: it may have waited for memory since it claimed the task.
+            run.last_write = run.next_renewal = time.monotonic()
         with self._lock:
             self._runs[run.run_id] = run
 
@@ -173,9 +188,23 @@ class ClaimKeeper:
                     log.warning("claim of run %s not renewed: %s", run.run_id, exc)
                     run.next_renewal = now + RETRY_SECONDS
 
+    def _fence_loop(self) -> None:
+        # Apart from the renewals, and without their locks: a renewal can hang in its retries
+        # for as long as storage is unreachable, and the claim runs out meanwhile.
+        while not self._stop.wait(self.TICK_SECONDS):
+            with self._lock:
+                runs = list(self._runs.values())
+            now = time.monotonic()
+            for run in runs:
+                if run.claimed and not (run.done or run.fenced):
+                    unrenewed = now - run.last_write
+                    if unrenewed >= self.fence_after:
+                        run.fenced = True
+                        run.on_lost(f"not renewed for {unrenewed:.1f}s, it runs out soon")
+
     def _tend(self, run: ClaimedRun, now: float) -> None:
         with run.lock:
-            if run.done:
+            if run.done or run.fenced:
                 return
             if not run.claimed:
                 if now < run.claim_at:
@@ -195,9 +224,9 @@ class ClaimKeeper:
                     run.done = True
                     run.on_lost(result.refusal.reason)
                     return
-                run.claimed = True
+                run.last_write = now  # before `claimed`: the fence reads them without the lock
                 run.next_renewal = now + self.renew_every
-                run.last_write = now
+                run.claimed = True
                 return
             if now >= run.next_cancel_check and now < run.next_renewal:
                 run.next_cancel_check = now + self.CANCEL_POLL_SECONDS

@@ -149,7 +149,8 @@ class Settings(BaseModel):
         60.0,
         "worker",
         "How long a run's claim on its task lasts unless renewed (renewed every third of it): "
-        "no other delivery runs the task meanwhile; a task whose execution died runs again after.",
+        "no other delivery runs the task meanwhile; a task whose execution died runs again after. "
+        "A run that cannot renew its claim stops at three quarters of it.",
         ge=3,
         le=3600,
     )

@@ -177,6 +177,30 @@ def test_a_long_task_whose_lease_lapses_in_a_blip_never_runs_twice_at_once(pipel
 # --- 2. status records change only by conditional writes -----------------------------------
 
 
+def start_claiming_worker(pipeline, settings, task_id: str, handler, started: threading.Event):
+    """Worker A, running data_transformation with handler, once its run has claimed the task.
+
+    A has one slot, so it cannot pull a redelivered copy itself and the copy goes elsewhere.
+    (With a free slot A could take the task over, as a suspect run in a child process that
+    runs the real handler: a different race from the ones these tests set up.)"""
+    a = Worker(
+        settings.replace(worker_concurrency=1),
+        task_types=builtin_registry().with_handlers(data_transformation=handler),
+    )
+    thread_a, results_a = run_in_thread(a)
+    try:
+        assert started.wait(30)
+        wait_for(
+            lambda: (s := status_store(pipeline).get(task_id)) is not None and s.run is not None,
+            10,
+            "A's claim",
+        )
+    except BaseException:
+        a.shutdown.set()
+        raise
+    return a, thread_a, results_a
+
+
 def two_workers_racing_on_one_task(pipeline, first_handler):
     """Worker A runs the task and loses storage for its claim (and its Pub/Sub leases);
     worker B gets the redelivered message, takes the task over and succeeds; then A finishes
@@ -190,23 +214,13 @@ def two_workers_racing_on_one_task(pipeline, first_handler):
         release.wait(60)
         first_handler(ctx, payload)
 
-    # One slot: A cannot pull the redelivered copy itself, so the copy goes to B. (With a
-    # free slot A could take it over, as a suspect run in a child process that runs the
-    # real handler, and succeed: a different race from the one this test sets up.)
-    a = Worker(
-        settings.replace(worker_concurrency=1),
-        task_types=builtin_registry().with_handlers(data_transformation=held_then),
-    )
-    thread_a, results_a = run_in_thread(a)
+    a, thread_a, results_a = start_claiming_worker(pipeline, settings, task_id, held_then, started)
     try:
-        assert started.wait(30)
-        wait_for(
-            lambda: (s := status_of(pipeline, task_id)) is not None and s.state == "running",
-            10,
-            "A's claim",
-        )
-        # A is cut off: its claim renewals and lease extensions fail from now on.
-        a.claims._tend = lambda run, now: (_ for _ in ()).throw(gexc.ServiceUnavailable("cut"))
+        # A is cut off: its claim renewals and lease extensions fail from now on. Its fence
+        # is off, as if the renewals had begun to fail too late for it (the next test shows
+        # the fence): A runs on past its claim, and only the record can refuse its result.
+        a.claims.fence_after = float("inf")
+        cut_off_claims(a)
         with Blip(a.subscriber, "modify_ack_deadline"):
             b = Worker(settings.replace(idle_timeout_seconds=30))
             thread_b, results_b = run_in_thread(b)
@@ -221,6 +235,47 @@ def two_workers_racing_on_one_task(pipeline, first_handler):
         release.set()
         thread_a.join(60)
     return task_id, results_a[0], results_b[0]
+
+
+def cut_off_claims(worker: Worker) -> None:
+    """From now on, every claim write of worker fails (storage unreachable from it alone)."""
+    worker.claims._tend = lambda run, now: (_ for _ in ()).throw(gexc.ServiceUnavailable("cut"))
+
+
+def test_a_run_that_cannot_renew_its_claim_stops_before_the_claim_runs_out(pipeline):
+    (task_id,) = publish_tasks(pipeline, [("data_transformation", {"dataset_size": 5})])
+    started, stopped_at = threading.Event(), []
+
+    def long_and_cooperative(ctx, payload):
+        started.set()
+        try:
+            ctx.sleep(60)
+        finally:
+            stopped_at.append(utcnow())
+
+    # A claim of 8 s: A is fenced 6 s after its last renewal, 2 s before the claim runs out.
+    settings = pipeline.replace(claim_seconds=8, idle_timeout_seconds=3)
+    a, thread_a, results_a = start_claiming_worker(
+        pipeline, settings, task_id, long_and_cooperative, started
+    )
+    try:
+        cut_off_claims(a)
+        wait_for(lambda: stopped_at, 3 * settings.claim_seconds, "A's run to stop by itself")
+        # No renewal of A's lands any more: the record holds A's last claim.
+        claim = status_store(pipeline).get(task_id).run
+    finally:
+        a.shutdown.set()
+        thread_a.join(60)
+
+    assert stopped_at[0] < claim.lease_until, "stopped while its claim still held"
+    assert results_a[0].outcomes["released"] == 1, "the message went back"
+    assert results_a[0].outcomes["succeeded"] == 0
+    # Then another execution takes the task over and runs it to the end.
+    summary = drain_subscription(settings.replace(idle_timeout_seconds=20, max_messages=1))
+    assert summary.outcomes["succeeded"] == 1
+    status = status_of(pipeline, task_id)
+    assert status.state == TaskState.SUCCEEDED and status.interruptions == 1
+    assert pull_all(pipeline, pipeline.dlq_subscription_path, wait=1) == []
 
 
 def test_a_run_that_lost_its_claim_cannot_overwrite_another_runs_success(pipeline):

@@ -32,7 +32,11 @@ def test_gcs_down_for_20s_mid_drain_acks_nothing_without_output_and_processes_al
     gcs = start_gcs_emulator(port=port, data_dir=data_dir)
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.env_value)
-        settings = settings.replace(worker_concurrency=4, storage_emulator_host=gcs.env_value)
+        # The production claim (60 s): the tests' 5 s claim would have the fence stop the runs
+        # that claimed their task before the outage (see test_claim_fence), and run them again.
+        settings = settings.replace(
+            worker_concurrency=4, storage_emulator_host=gcs.env_value, claim_seconds=60
+        )
         bootstrap(settings)
         upload(settings, "in.txt", b"survives outages\n")
         task_ids = publish_tasks(
