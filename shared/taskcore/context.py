@@ -75,7 +75,8 @@ class TaskContext(abc.ABC):
 
     @abc.abstractmethod
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report how far the run is (0.0 to 1.0), visible in GET /tasks/<id>."""
+        """Report how far the run is (0.0 to 1.0), visible in GET /tasks/<id>; raises, like
+        check_alive(), when the run must stop."""
 
 
 class RunContext(TaskContext):
@@ -162,9 +163,11 @@ class RunContext(TaskContext):
         self._stopped.wait(seconds)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report how far the run is; recorded at most once a second."""
+        """Report how far the run is (recorded at most once a second); like check_alive(),
+        raise if the run must stop."""
         if not (isinstance(fraction, int | float) and math.isfinite(fraction)):
             raise ValueError(f"progress must be a number from 0 to 1, not {fraction!r}")
+        self.check_alive()
         if self.on_progress is not None:
             text = message[:200] if message else None
             self.on_progress(Progress(fraction=min(1.0, max(0.0, float(fraction))), message=text))

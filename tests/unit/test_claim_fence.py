@@ -2,7 +2,8 @@
 
 Another delivery may take a task over once its claim has run out, so a run that keeps going
 past it runs the task in two places at once. The fence stops it at FENCE_AT of the claim,
-even while a renewal hangs in its retries (the renewals' own thread is stuck then).
+even while a renewal hangs in its retries (the renewals' own thread is stuck then). The
+run then stops at its next check of the context: ctx.sleep, ctx.check_alive or ctx.progress.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from background_worker.leases import FENCE_AT, ClaimedRun, ClaimKeeper
+from taskcore.context import SUPERSEDED, RunContext, RunStopped
 from taskcore.lifecycle import Delivery
+from taskcore.memory_bucket import MemoryBucket
+from taskcore.settings import Settings
 
 CLAIM_SECONDS = 2.0
 
@@ -103,3 +109,22 @@ def test_a_run_whose_renewals_land_is_never_fenced():
         keeper.stop()
 
     assert run.claimed and lost == []
+
+
+def test_a_stopped_run_stops_at_its_next_progress_report():
+    reported = []
+    ctx = RunContext(
+        settings=Settings.from_env({}),
+        bucket=MemoryBucket("unit-bucket"),
+        task_id="t1",
+        run_id="1-aa",
+        attempt=1,
+        time_limit=60,
+        on_progress=reported.append,
+    )
+    ctx.progress(0.25)
+    ctx.stop(SUPERSEDED)
+
+    with pytest.raises(RunStopped):
+        ctx.progress(0.5)
+    assert [p.fraction for p in reported] == [0.25]
