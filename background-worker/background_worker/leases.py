@@ -200,7 +200,10 @@ class ClaimKeeper:
                     unrenewed = now - run.last_write
                     if unrenewed >= self.fence_after:
                         run.fenced = True
-                        run.on_lost(f"not renewed for {unrenewed:.1f}s, it runs out soon")
+                        try:
+                            run.on_lost(f"not renewed for {unrenewed:.1f}s, it runs out soon")
+                        except Exception:  # the fence outlives any run's trouble
+                            log.exception("run %s could not be told to stop", run.run_id)
 
     def _tend(self, run: ClaimedRun, now: float) -> None:
         with run.lock:
