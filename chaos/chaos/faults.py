@@ -41,6 +41,11 @@ from chaos.proxy_process import ProxyProcess
 PROXY_TARGETS = ("pubsub", "gcs")
 WORKER_TARGET = "worker"
 OPERATOR_TARGET = "operator"
+# An operator action with nothing to act on yet (no dead letter to replay, early in a run
+# whose first executions were all killed) is tried again, by default this long, before it is
+# reported skipped. Operator actions play on their own thread: only later ones wait for it.
+OPERATOR_PATIENCE_SECONDS = 30.0
+OPERATOR_RETRY_SECONDS = 1.0
 
 
 class OperatorAction(enum.StrEnum):
@@ -256,11 +261,13 @@ class FaultInjector:
         proxies: Mapping[str, FaultProxy | ProxyProcess] | None = None,
         runner: ExecutionRunner | None = None,
         operator: OperatorActions | None = None,
+        operator_patience: float = OPERATOR_PATIENCE_SECONDS,
     ) -> None:
         self.schedule = schedule
         self.proxies = dict(proxies or {})
         self.runner = runner
         self.operator = operator
+        self.operator_patience = operator_patience
         self._injections: list[Injection] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -364,8 +371,11 @@ class FaultInjector:
             if fault.kind is OperatorAction.REPLAY_IN_FLIGHT
             else self.operator.publish_duplicate
         )
-        task_id = act(rng)
-        return (Outcome.APPLIED, task_id) if task_id else (Outcome.SKIPPED, "no candidate task")
+        give_up = time.monotonic() + self.operator_patience
+        while not (task_id := act(rng)):
+            if time.monotonic() >= give_up or self._stop.wait(OPERATOR_RETRY_SECONDS):
+                return Outcome.SKIPPED, "no candidate task"
+        return Outcome.APPLIED, task_id
 
     @staticmethod
     def _apply_proxy(proxy: FaultProxy | ProxyProcess, fault: PlannedFault) -> str:

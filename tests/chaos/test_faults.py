@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from chaos import faults as faults_module
 from chaos.faults import (
     FaultInjector,
     OperatorAction,
@@ -142,7 +143,11 @@ def test_the_injector_plays_every_fault_and_reports_them_by_kind(idle_upstream):
         FaultProxy(idle_upstream, name="gcs") as gcs,
     ):
         injector = FaultInjector(
-            schedule, proxies={"pubsub": pubsub, "gcs": gcs}, runner=runner, operator=operator
+            schedule,
+            proxies={"pubsub": pubsub, "gcs": gcs},
+            runner=runner,
+            operator=operator,
+            operator_patience=0,  # this operator never has a dead letter to replay
         )
         with injector:
             assert injector.join(timeout=10)
@@ -170,7 +175,9 @@ def test_the_picks_are_repeatable_from_the_seed():
 
     def play() -> list:
         runner, operator = RecordingRunner(), RecordingOperator()
-        with FaultInjector(schedule, runner=runner, operator=operator) as injector:
+        with FaultInjector(
+            schedule, runner=runner, operator=operator, operator_patience=0
+        ) as injector:
             injector.join(timeout=10)
         return sorted(runner.calls) + sorted(operator.picks)
 
@@ -189,3 +196,29 @@ def test_faults_for_missing_targets_are_skipped_and_stop_cuts_the_play(idle_upst
     assert 0 < len(played) < len(schedule.faults)
     assert all(i.outcome is Outcome.SKIPPED for i in played if i.planned.target != "pubsub")
     assert sum(t.seconds for t in injector.report().values()) <= 1.5
+
+
+def test_an_operator_action_with_nothing_to_act_on_yet_waits_for_a_candidate(monkeypatch):
+    monkeypatch.setattr(faults_module, "OPERATOR_RETRY_SECONDS", 0.05)
+
+    class OperatorWhoseFirstDeadLetterComesLate(RecordingOperator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tries = 0
+
+        def replay_in_flight(self, rng: random.Random):
+            self.tries += 1
+            return "task-9" if self.tries > 3 else None
+
+    schedule = build_schedule(6, short_config(duration_seconds=2.0, proxy_targets=()))
+    operator = OperatorWhoseFirstDeadLetterComesLate()
+    with FaultInjector(
+        schedule, runner=RecordingRunner(), operator=operator, operator_patience=5
+    ) as injector:
+        assert injector.join(timeout=10)
+
+    replays = [
+        i for i in injector.injections() if i.planned.kind is OperatorAction.REPLAY_IN_FLIGHT
+    ]
+    assert replays and all(i.outcome is Outcome.APPLIED for i in replays)
+    assert operator.tries == len(replays) + 3
