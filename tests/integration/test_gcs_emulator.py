@@ -340,6 +340,55 @@ def test_data_dir_survives_a_restart(tmp_path):
         assert kept.blob("out.json").download_as_bytes() == b"kept"
 
 
+def test_every_write_acknowledged_before_a_stop_survives_the_restart(tmp_path):
+    # Writers keep going while the emulator is stopped, five times over: a write answered
+    # 200 must be there after the restart, at the generation it was answered with (the
+    # pipeline pins outputs by generation). The emulator used to flush its metadata before
+    # the requests it was still handling had finished, and lost what they wrote (about one
+    # stop in five lost one).
+    data_dir = str(tmp_path / "data")
+    acknowledged: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def write(emulator, prefix: str, stop: threading.Event) -> None:
+        bucket = make_client(emulator).bucket("kept")
+        for n in range(100_000):
+            if stop.is_set():
+                return
+            blob = bucket.blob(f"{prefix}/{n}.txt")
+            try:
+                blob.upload_from_string(b"x" * 2048, if_generation_match=0, retry=None)
+            except Exception:
+                return  # the emulator has stopped answering
+            with lock:
+                acknowledged[blob.name] = blob.generation
+
+    for round_ in range(5):
+        with start_emulator(str(tmp_path / f"round{round_}.log"), data_dir) as emulator:
+            if round_ == 0:
+                make_client(emulator).create_bucket("kept")
+            stop = threading.Event()
+            writers = [
+                threading.Thread(target=write, args=(emulator, f"r{round_}w{i}", stop))
+                for i in range(8)
+            ]
+            for thread in writers:
+                thread.start()
+            goal = len(acknowledged) + 100
+            while len(acknowledged) < goal and any(t.is_alive() for t in writers):
+                time.sleep(0.01)
+            emulator.stop()
+            stop.set()
+            for thread in writers:
+                thread.join(30)
+
+    with start_emulator(str(tmp_path / "last.log"), data_dir) as last:
+        kept = {b.name: b.generation for b in make_client(last).list_blobs("kept")}
+    missing = {name for name, generation in acknowledged.items() if kept.get(name) != generation}
+    assert len(acknowledged) >= 500
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged writes lost"
+
+
 def test_the_patch_refuses_any_other_package_version():
     from devstack.emulators.gcs import PINNED_VERSION, check_package_version
 

@@ -138,6 +138,9 @@ class EmulatorStorage(Storage):
         self.lock = threading.RLock()
         self._flush_lock = threading.Lock()
         self._dirty = False
+        # Once stopping, requests are refused (503, which clients retry), so every change the
+        # emulator acknowledged is in the last flush.
+        self.closed = False
         super().__init__(*args, **kwargs)
 
     def _write_config_to_file(self) -> None:
@@ -166,6 +169,12 @@ class EmulatorStorage(Storage):
                 # E.g. a concurrent /wipe removed the temporary file: try again next time.
                 log.warning("could not write %s; will retry", path, exc_info=True)
                 self._dirty = True
+
+    def close(self) -> None:
+        """Refuse every request from now on, then write the metadata a last time."""
+        with self.lock:
+            self.closed = True
+        self.flush()
 
     def create_file(self, bucket_name, file_name, content, file_obj, file_id=None):
         """Store a new generation of an object (the package's create_file, GCS-shaped)."""
@@ -303,6 +312,9 @@ def _guard(handler, kind: str | None = None, target=None):
         # Reading the socket inside the lock would let one slow client stall every other.
         _ = request.data
         with storage.lock:
+            if storage.closed:
+                _error(response, HTTPStatus.SERVICE_UNAVAILABLE, "backendError", "Stopping.")
+                return
             if kind and _refusal(request, response, storage, kind, target):
                 return
             handler(request, response, storage)
@@ -512,8 +524,10 @@ def serve(host: str, port: int, data_dir: str | None = None, flush_interval: flo
         wait = max(flush_interval, 4 * (time.monotonic() - started))
     log.info("GCS emulator stopping")
     httpd.shutdown()
+    # Requests already being handled may still change objects; close() waits for them (the
+    # lock) and refuses later ones, so no acknowledged write is missing after a restart.
+    storage.close()
     httpd.server_close()
-    storage.flush()
     log.info("GCS emulator stopped")
 
 
