@@ -44,7 +44,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Six workers on two cores: the suite mostly waits on emulators and deadlines, so CPU stays
-# below saturation (7 min here against 10 with four; TEST_WORKERS=4 if a machine struggles).
+# below saturation (8 min here against 10 with four; TEST_WORKERS=4 if a machine struggles).
 # Work-stealing, so a few long fault tests do not end up queued behind one another.
 # Where Google's Pub/Sub emulator is installed the first run uses it; the tests whose
 # outcome rests on Pub/Sub's delivery semantics (leases, redelivery, dead-lettering,
