@@ -29,8 +29,7 @@ from devstack.emulators import start_gcs_emulator, start_pubsub_emulator
 from taskcore.bootstrap import bootstrap
 from taskcore.clients import bucket as make_bucket
 from taskcore.clients import storage_client
-from taskcore.envelope import build_envelope
-from taskcore.publishing import Publisher
+from taskcore.publishing import publish_new_task
 from taskcore.settings import Settings
 from taskcore.status import StatusStore
 from taskcore.tasks import load_task_modules
@@ -57,14 +56,7 @@ def execution(settings: Settings, registry, task_type: str | None, fields: dict)
     """One worker execution (with this one task queued, or none): peak RSS and the outcome."""
     task_id = None
     if task_type:
-        envelope, _ = build_envelope(registry, task_type, fields)
-        data, attributes = envelope.to_message()
-        publisher = Publisher(settings)
-        try:
-            publisher.publish(settings.topic_path, data, attributes)
-        finally:
-            publisher.close()
-        task_id = envelope.task_id
+        task_id = publish_new_task(settings, registry, task_type, fields).task_id
     done = subprocess.run(
         [TIME, "-f", "%M", sys.executable, "-m", "taskctl", "worker"],
         env={**os.environ, **settings.as_environ(), "LOG_LEVEL": "WARNING"},

@@ -6,14 +6,18 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
 from taskcore.clients import publisher_client
-from taskcore.envelope import MAX_MESSAGE_BYTES, TaskEnvelope
+from taskcore.envelope import MAX_MESSAGE_BYTES, TaskEnvelope, build_envelope
 from taskcore.errors import InvalidTaskError, PublishError, PublishOutcomeUnknown
 from taskcore.settings import Settings
+
+if TYPE_CHECKING:
+    from taskcore.tasks import TaskRegistry
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +166,20 @@ class Publisher:
             self.client.stop()
         except Exception:  # stop() raises if called twice; closing is best effort
             log.debug("publisher stop failed", exc_info=True)
+
+
+def publish_new_task(
+    settings: Settings, registry: TaskRegistry, task_type: str, fields: Mapping[str, Any]
+) -> TaskEnvelope:
+    """Validate fields as a new task of task_type, publish it, and return its envelope.
+
+    For one-off publishes from tools, benchmarks and tests: it opens and closes a publisher
+    of its own.
+    """
+    envelope, _ = build_envelope(registry, task_type, dict(fields))
+    publisher = Publisher(settings)
+    try:
+        publisher.publish_task(envelope)
+    finally:
+        publisher.close()
+    return envelope

@@ -17,10 +17,9 @@ from taskcore.clients import storage_client, subscriber_client
 from taskcore.deadletter import dead_letter
 from taskcore.dlq.letters import DeadLetterFilter
 from taskcore.dlq.scan import browse
-from taskcore.envelope import build_envelope
 from taskcore.errors import PublishError
 from taskcore.lifecycle import Delivery
-from taskcore.publishing import Publisher
+from taskcore.publishing import Publisher, publish_new_task
 from taskcore.status import ErrorInfo, StatusStore, TaskState, utcnow
 from taskcore.tasks import load_task_modules
 from tests.integration.helpers import status_of
@@ -56,14 +55,8 @@ def safety_net(settings):
 
 def publish_task(settings, registry, task_type: str, fields: dict):
     """Publish one task to the task topic; (envelope, data, attributes)."""
-    envelope, _ = build_envelope(registry, task_type, fields)
-    data, attributes = envelope.to_message()
-    publisher = Publisher(settings)
-    try:
-        publisher.publish(settings.topic_path, data, attributes)
-    finally:
-        publisher.close()
-    return envelope, data, attributes
+    envelope = publish_new_task(settings, registry, task_type, fields)
+    return envelope, *envelope.to_message()
 
 
 def dead_letters_of(settings, task_id: str) -> list:
